@@ -1,0 +1,86 @@
+//! Weight types, quantised block layouts and the CPU kernels that compute with them.
+//!
+//! Weights stay in their stored type; activations are `f32`. A [`MatRef`] is a borrowed,
+//! row-major matrix of `rows × cols` elements of one [`DType`] (each row a whole number of
+//! blocks). [`matmul`] multiplies it with `n` activation rows.
+//!
+//! Contract of every kernel here: the value computed for one output element depends only on
+//! the weight row and the activation row it combines, never on `n`, on the other rows, or on
+//! the number of threads. Batched decode and prefill are therefore bit-identical to one
+//! token at a time (batch invariance).
+
+mod dtype;
+pub mod ops;
+mod matmul;
+
+pub use dtype::DType;
+pub use matmul::{dequantize, dequantize_row, matmul, quantize};
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum TensorError {
+    #[error("{dtype} data for {rows}x{cols}: expected {expected} bytes, found {found}")]
+    Size {
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{dtype} rows must hold a whole number of {block}-element blocks, found {cols} columns")]
+    Blocks {
+        dtype: DType,
+        block: usize,
+        cols: usize,
+    },
+    #[error("{op} is not supported for {dtype}")]
+    Unsupported { op: &'static str, dtype: DType },
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// A borrowed row-major matrix in its stored type. The bytes may be unaligned
+/// (they often come straight from a memory-mapped file).
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl<'a> MatRef<'a> {
+    pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, TensorError> {
+        let row_bytes = dtype.row_bytes(cols)?;
+        let expected = row_bytes
+            .checked_mul(rows)
+            .ok_or_else(|| TensorError::Shape(format!("{rows}x{cols} {dtype} overflows")))?;
+        if data.len() != expected {
+            return Err(TensorError::Size {
+                dtype,
+                rows,
+                cols,
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(MatRef {
+            dtype,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// The stored bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+}
