@@ -1,1 +1,7 @@
+//! `deepseek`: run the DeepSeek LLM family (LLaMA architecture) on CPUs.
 
+pub mod error;
+pub mod loader;
+pub mod model;
+
+pub use error::{Error, Result};

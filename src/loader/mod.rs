@@ -1,0 +1,132 @@
+//! Loading weights: Hugging Face folders (safetensors) and GGUF files, memory-mapped.
+
+pub mod hf;
+pub mod safetensors;
+
+use crate::error::{Error, Result};
+use deepseek_tensor::{DType, MatRef};
+use memmap2::Mmap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Bytes a tensor lives in: a read-only memory map of a file, or memory we own.
+#[derive(Debug)]
+pub enum Storage {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// Memory-map a whole file read-only.
+pub fn map_file(path: &Path) -> Result<Arc<Storage>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only. Weight files are not expected to change while a model is
+    // loaded; if another process truncates one, reads may fault, as with every mmap-based loader.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    Ok(Arc::new(Storage::Mapped(map)))
+}
+
+/// A tensor in its stored type, borrowing bytes from a shared [`Storage`].
+///
+/// `shape` is in row-major order as Hugging Face writes it: `[rows, cols]` for a matrix.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    storage: Arc<Storage>,
+    offset: usize,
+    len: usize,
+}
+
+impl Tensor {
+    pub fn new(
+        name: String,
+        dtype: DType,
+        shape: Vec<usize>,
+        storage: Arc<Storage>,
+        offset: usize,
+        len: usize,
+    ) -> Result<Tensor> {
+        let total = storage.bytes().len();
+        if offset.checked_add(len).is_none_or(|end| end > total) {
+            return Err(Error::tensor(
+                &name,
+                format!(
+                    "data {offset}..{} lies outside its {total}-byte file",
+                    offset.saturating_add(len)
+                ),
+            ));
+        }
+        Ok(Tensor {
+            name,
+            dtype,
+            shape,
+            storage,
+            offset,
+            len,
+        })
+    }
+
+    pub fn from_f32(name: &str, shape: Vec<usize>, data: &[f32]) -> Tensor {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let len = bytes.len();
+        Tensor {
+            name: name.to_string(),
+            dtype: DType::F32,
+            shape,
+            storage: Arc::new(Storage::Owned(bytes)),
+            offset: 0,
+            len,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.storage.bytes()[self.offset..self.offset + self.len]
+    }
+
+    pub fn n_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// View as a matrix of `shape[0]` rows (a 1-D tensor is one row).
+    pub fn mat(&self) -> Result<MatRef<'_>> {
+        let (rows, cols) = match self.shape.as_slice() {
+            [c] => (1, *c),
+            [r, c] => (*r, *c),
+            s => {
+                return Err(Error::tensor(
+                    &self.name,
+                    format!("expected a matrix, found shape {s:?}"),
+                ))
+            }
+        };
+        MatRef::new(self.dtype, rows, cols, self.bytes())
+            .map_err(|e| Error::tensor(&self.name, e.to_string()))
+    }
+
+    /// All values as f32 (for small tensors such as norms).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.n_elements()];
+        deepseek_tensor::dequantize(self.dtype, self.bytes(), &mut out)
+            .map_err(|e| Error::tensor(&self.name, e.to_string()))?;
+        Ok(out)
+    }
+}
+
+/// A set of named tensors: what a loader hands the model.
+pub trait TensorSource {
+    /// The tensor, or `None` when the file has no tensor of that name.
+    fn get(&self, name: &str) -> Option<Tensor>;
+    /// Where the tensors come from, for messages.
+    fn describe(&self) -> String;
+}
