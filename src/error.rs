@@ -6,17 +6,12 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path}: invalid JSON: {err}")]
     Json {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        err: serde_json::Error,
     },
     /// A configuration field is missing or has the wrong type or value.
     #[error("{path}: field `{field}`: {msg}")]
@@ -36,15 +31,17 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Kernel(#[from] deepseek_tensor::TensorError),
+    #[error(transparent)]
+    Text(#[from] deepseek_text::TextError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
+    pub fn io(path: &Path, err: std::io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         }
     }
     pub fn config(path: &Path, field: &str, msg: impl Into<String>) -> Self {
@@ -65,8 +62,8 @@ impl Error {
 /// Read a JSON file into a `serde_json::Value`, naming the file on failure.
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::Json {
+    serde_json::from_str(&text).map_err(|err| Error::Json {
         path: path.to_path_buf(),
-        source,
+        err,
     })
 }

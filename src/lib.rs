@@ -4,4 +4,7 @@ pub mod error;
 pub mod loader;
 pub mod model;
 
+pub mod engine;
+pub mod sampling;
+
 pub use error::{Error, Result};

@@ -130,3 +130,86 @@ pub trait TensorSource {
     /// Where the tensors come from, for messages.
     fn describe(&self) -> String;
 }
+
+/// A model ready to run: decoder, tokenizer and generation defaults.
+pub struct LoadedModel {
+    pub model: crate::model::Model,
+    pub tokenizer: deepseek_text::Tokenizer,
+    pub generation: crate::model::GenerationConfig,
+    /// Bytes of the weight files.
+    pub file_bytes: u64,
+    pub path: std::path::PathBuf,
+}
+
+/// Options that change how a model is loaded.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// A `tokenizer.json` to use instead of the model's own tokenizer.
+    pub tokenizer: Option<std::path::PathBuf>,
+}
+
+/// What a model path points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    HfFolder,
+    Gguf,
+}
+
+/// Tell a Hugging Face folder from a GGUF file, or say why the path is neither.
+pub fn detect_format(path: &Path) -> Result<Format> {
+    if path.is_dir() {
+        return Ok(Format::HfFolder);
+    }
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        ));
+    }
+    let mut magic = [0u8; 4];
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    use std::io::Read;
+    if f.read_exact(&mut magic).is_ok() && &magic == b"GGUF" {
+        return Ok(Format::Gguf);
+    }
+    Err(Error::Invalid(format!(
+        "{}: expected a Hugging Face model folder or a GGUF file, found a file that starts with {:?}",
+        path.display(),
+        String::from_utf8_lossy(&magic)
+    )))
+}
+
+/// Load a tokenizer only (no weights): from a Hugging Face folder, or an explicit file.
+pub fn load_tokenizer(path: &Path, opts: &LoadOptions) -> Result<deepseek_text::Tokenizer> {
+    if let Some(t) = &opts.tokenizer {
+        return Ok(deepseek_text::Tokenizer::from_file(t)?);
+    }
+    match detect_format(path)? {
+        Format::HfFolder => Ok(deepseek_text::Tokenizer::from_hf_dir(path)?),
+        Format::Gguf => Err(Error::Invalid(format!(
+            "{}: GGUF files are not supported yet",
+            path.display()
+        ))),
+    }
+}
+
+/// Load a model from a Hugging Face folder or a GGUF file.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    match detect_format(path)? {
+        Format::HfFolder => {
+            let tokenizer = load_tokenizer(path, opts)?;
+            let m = hf::load_dir(path)?;
+            Ok(LoadedModel {
+                model: m.model,
+                tokenizer,
+                generation: m.generation,
+                file_bytes: m.file_bytes,
+                path: path.to_path_buf(),
+            })
+        }
+        Format::Gguf => Err(Error::Invalid(format!(
+            "{}: GGUF files are not supported yet",
+            path.display()
+        ))),
+    }
+}

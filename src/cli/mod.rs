@@ -1,0 +1,66 @@
+//! The command line: one file per subcommand.
+
+pub mod chat;
+pub mod common;
+pub mod run;
+pub mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "deepseek",
+    version,
+    about = "Run DeepSeek LLM (and other LLaMA-family models) on this machine"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Complete a prompt, streaming the text to stdout (or one JSON object with --json).
+    Run(run::RunArgs),
+    /// Chat in the terminal, keeping the history across turns.
+    Chat(chat::ChatArgs),
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(tokenize::TokenizeArgs),
+}
+
+/// Parse the command line. Usage errors are one line (the details of `--help` are a flag away).
+fn parse() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("error: {first} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = parse();
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+    }
+}
