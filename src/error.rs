@@ -33,6 +33,8 @@ pub enum Error {
     Kernel(#[from] deepseek_tensor::TensorError),
     #[error(transparent)]
     Text(#[from] deepseek_text::TextError),
+    #[error(transparent)]
+    Gguf(#[from] deepseek_gguf::GgufError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -4,6 +4,7 @@ pub mod error;
 pub mod loader;
 pub mod model;
 
+pub mod convert;
 pub mod engine;
 pub mod sampling;
 

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod common;
+pub mod quantize;
 pub mod run;
 pub mod tokenize;
 
@@ -26,6 +27,8 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(tokenize::TokenizeArgs),
+    /// Write a GGUF file from a Hugging Face folder or a GGUF file, re-encoding the weights.
+    Quantize(quantize::QuantizeArgs),
 }
 
 /// Parse the command line. Usage errors are one line (the details of `--help` are a flag away).
@@ -62,5 +65,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Tokenize(a) => tokenize::run(a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }

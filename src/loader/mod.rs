@@ -1,5 +1,6 @@
 //! Loading weights: Hugging Face folders (safetensors) and GGUF files, memory-mapped.
 
+pub mod gguf;
 pub mod hf;
 pub mod safetensors;
 
@@ -179,17 +180,15 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     )))
 }
 
-/// Load a tokenizer only (no weights): from a Hugging Face folder, or an explicit file.
+/// Load a tokenizer only (no weights): from a Hugging Face folder, a GGUF file's metadata, or
+/// an explicit `tokenizer.json`.
 pub fn load_tokenizer(path: &Path, opts: &LoadOptions) -> Result<deepseek_text::Tokenizer> {
     if let Some(t) = &opts.tokenizer {
         return Ok(deepseek_text::Tokenizer::from_file(t)?);
     }
     match detect_format(path)? {
         Format::HfFolder => Ok(deepseek_text::Tokenizer::from_hf_dir(path)?),
-        Format::Gguf => Err(Error::Invalid(format!(
-            "{}: GGUF files are not supported yet",
-            path.display()
-        ))),
+        Format::Gguf => gguf::tokenizer(&deepseek_gguf::GgufFile::open(path)?),
     }
 }
 
@@ -207,9 +206,19 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
                 path: path.to_path_buf(),
             })
         }
-        Format::Gguf => Err(Error::Invalid(format!(
-            "{}: GGUF files are not supported yet",
-            path.display()
-        ))),
+        Format::Gguf => {
+            let (file, model, generation, file_bytes) = gguf::load_model(path)?;
+            let tokenizer = match &opts.tokenizer {
+                Some(t) => deepseek_text::Tokenizer::from_file(t)?,
+                None => gguf::tokenizer(&file)?,
+            };
+            Ok(LoadedModel {
+                model,
+                tokenizer,
+                generation,
+                file_bytes,
+                path: path.to_path_buf(),
+            })
+        }
     }
 }
