@@ -7,5 +7,6 @@ pub mod model;
 pub mod convert;
 pub mod engine;
 pub mod sampling;
+pub mod server;
 
 pub use error::{Error, Result};

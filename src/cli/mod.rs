@@ -4,6 +4,7 @@ pub mod chat;
 pub mod common;
 pub mod quantize;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(tokenize::TokenizeArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Write a GGUF file from a Hugging Face folder or a GGUF file, re-encoding the weights.
     Quantize(quantize::QuantizeArgs),
 }
@@ -66,5 +69,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
