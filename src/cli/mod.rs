@@ -1,7 +1,9 @@
 //! The command line: one file per subcommand.
 
+pub mod bench;
 pub mod chat;
 pub mod common;
+pub mod perplexity;
 pub mod quantize;
 pub mod run;
 pub mod serve;
@@ -28,6 +30,10 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(tokenize::TokenizeArgs),
+    /// Perplexity of a text file, by llama-perplexity's method.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Prefill and decode speed, as llama-bench measures them.
+    Bench(bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
     /// Write a GGUF file from a Hugging Face folder or a GGUF file, re-encoding the weights.
@@ -70,5 +76,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
