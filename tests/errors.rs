@@ -99,7 +99,7 @@ fn fails_run(dir: &Path, needles: &[&str]) {
 fn missing_model_folder() {
     fails_with(
         &["run", "--model", "/nonexistent/model", "hi"],
-        &["/nonexistent/model", "no such file"],
+        &["/nonexistent/model", "does not exist"],
     );
 }
 

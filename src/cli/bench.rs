@@ -10,6 +10,9 @@ use std::time::Instant;
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// The model, when --model is not given.
+    #[arg(value_name = "MODEL", conflicts_with = "model")]
+    pub model_pos: Option<String>,
     /// Prompt tokens of the prefill test (0 skips it).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     pub n_prompt: usize,
@@ -49,7 +52,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    let (m, load_s) = load_model(&a.model)?;
+    let (m, load_s) = load_model(&a.model, a.model_pos.as_deref())?;
     let model = &m.model;
     let ct = if a.cache_type == "f16" {
         CacheType::F16

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct ChatArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// The model, when --model is not given.
+    #[arg(value_name = "MODEL", conflicts_with = "model")]
+    pub model_pos: Option<String>,
     /// A system message placed first in the conversation.
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
@@ -36,7 +39,7 @@ fn catch_ctrl_c() {
 
 pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     let pool = a.runtime.pool()?;
-    let (m, _) = load_model(&a.model)?;
+    let (m, _) = load_model(&a.model, a.model_pos.as_deref())?;
     let opts = a.sampling.options(&m, None)?;
     let ctx = a.runtime.context(&m);
     let mut cache = m.model.new_cache(ctx, a.runtime.cache_type());

@@ -10,12 +10,16 @@ use std::path::PathBuf;
 /// Where the model comes from.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A Hugging Face model folder or a GGUF file.
-    #[arg(short = 'm', long = "model", value_name = "PATH")]
-    pub model: PathBuf,
+    /// A Hugging Face model folder, a GGUF file, or a hub name: org/name, org/name:REVISION,
+    /// org/name/file.gguf, org/name:Q4_K_M.
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    pub model: Option<String>,
     /// Use this tokenizer.json instead of the model's own tokenizer.
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
+    /// Use only models already in the Hugging Face cache (as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl ModelArgs {
@@ -24,6 +28,31 @@ impl ModelArgs {
             tokenizer: self.tokenizer.clone(),
         }
     }
+
+    /// The model reference: `--model`, else the positional one.
+    pub fn reference(&self, positional: Option<&str>) -> anyhow::Result<String> {
+        match (&self.model, positional) {
+            (Some(m), _) => Ok(m.clone()),
+            (None, Some(p)) => Ok(p.to_string()),
+            (None, None) => {
+                anyhow::bail!("no model: expected --model MODEL or MODEL as the first argument")
+            }
+        }
+    }
+
+    /// Resolve the reference to a local folder or file, downloading it from the hub if needed.
+    pub fn resolve(&self, positional: Option<&str>) -> anyhow::Result<PathBuf> {
+        let r = self.reference(positional)?;
+        Ok(resolve_reference(&r, self.offline)?)
+    }
+}
+
+/// A local path as it is; a hub name through the Hugging Face cache.
+pub fn resolve_reference(r: &str, offline: bool) -> anyhow::Result<PathBuf> {
+    let mut opts = deepseek_hub::HubOptions::from_env();
+    opts.offline |= offline;
+    opts.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    Ok(deepseek_hub::resolve(r, &opts)?)
 }
 
 /// How the model runs.
@@ -203,9 +232,13 @@ impl SamplingArgs {
     }
 }
 
-/// Load a model, timing it.
-pub fn load_model(args: &ModelArgs) -> anyhow::Result<(LoadedModel, f64)> {
+/// Resolve and load a model, timing the load.
+pub fn load_model(
+    args: &ModelArgs,
+    positional: Option<&str>,
+) -> anyhow::Result<(LoadedModel, f64)> {
+    let path = args.resolve(positional)?;
     let t = std::time::Instant::now();
-    let m = deepseek::loader::load(&args.model, &args.load_options())?;
+    let m = deepseek::loader::load(&path, &args.load_options())?;
     Ok((m, t.elapsed().as_secs_f64()))
 }

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 pub mod bench;
+pub mod cache;
 pub mod chat;
 pub mod common;
 pub mod perplexity;
@@ -34,6 +35,10 @@ pub enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Prefill and decode speed, as llama-bench measures them.
     Bench(bench::BenchArgs),
+    /// List the models in the Hugging Face cache.
+    List(cache::ListArgs),
+    /// Remove a model from the Hugging Face cache.
+    Rm(cache::RmArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
     /// Write a GGUF file from a Hugging Face folder or a GGUF file, re-encoding the weights.
@@ -78,5 +83,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::List(a) => cache::list(a),
+        Command::Rm(a) => cache::rm(a),
     }
 }

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 pub struct PerplexityArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// The model, when --model is not given.
+    #[arg(value_name = "MODEL", conflicts_with = "model")]
+    pub model_pos: Option<String>,
     /// The text to score.
     #[arg(short = 'f', long, value_name = "FILE")]
     pub file: PathBuf,
@@ -69,7 +72,7 @@ pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
         cache_type: "f32".into(),
     };
     let pool = runtime.pool()?;
-    let (m, _) = load_model(&a.model)?;
+    let (m, _) = load_model(&a.model, a.model_pos.as_deref())?;
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("{}", a.file.display()))?;
     let add_bos = m.tokenizer.add_bos_by_default();
     let tokens = m.tokenizer.encode(&text, add_bos)?;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
-    /// A Hugging Face model folder or a GGUF file.
-    pub input: PathBuf,
+    /// A Hugging Face model folder, a GGUF file or a hub name.
+    pub input: String,
     /// The GGUF file to write.
     pub output: PathBuf,
     /// Type of the matrices: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, f16, bf16, f32.
@@ -19,6 +19,9 @@ pub struct QuantizeArgs {
     /// The `tokenizer.ggml.pre` name to record, when it cannot be told from tokenizer.json.
     #[arg(long, value_name = "NAME")]
     pub pre: Option<String>,
+    /// Use only models already in the Hugging Face cache.
+    #[arg(long)]
+    pub offline: bool,
     /// Threads (default: the number of physical cores).
     #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
@@ -43,7 +46,8 @@ pub fn parse_type(s: &str) -> anyhow::Result<DType> {
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     let target = parse_type(&a.ty)?;
-    if a.input == a.output {
+    let input = super::common::resolve_reference(&a.input, a.offline)?;
+    if input == a.output {
         bail!("quantize: the output {} is the input", a.output.display());
     }
     let n = a
@@ -64,7 +68,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
         bar.set_message(name.to_string());
     };
     let summary = pool.install(|| {
-        deepseek::convert::quantize(&a.input, &a.output, target, a.pre.as_deref(), &mut progress)
+        deepseek::convert::quantize(&input, &a.output, target, a.pre.as_deref(), &mut progress)
     })?;
     bar.finish_and_clear();
     eprintln!(

@@ -12,8 +12,10 @@ use std::io::{Read, Write};
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt (read from stdin when absent and --prompt-ids is not given).
-    pub prompt: Option<String>,
+    /// [MODEL] PROMPT: the model when --model is not given, then the prompt (read from stdin
+    /// when absent and --prompt-ids is not given).
+    #[arg(num_args = 0..=2, value_name = "ARGS")]
+    pub args: Vec<String>,
     /// Treat PROMPT as one user message and apply the chat template.
     #[arg(long)]
     pub chat: bool,
@@ -21,7 +23,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT", requires = "chat")]
     pub system: Option<String>,
     /// Token ids instead of text, comma-separated; nothing is added to them.
-    #[arg(long = "prompt-ids", value_name = "IDS", conflicts_with_all = ["prompt", "chat"])]
+    #[arg(long = "prompt-ids", value_name = "IDS", conflicts_with = "chat")]
     pub prompt_ids: Option<String>,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
@@ -49,7 +51,20 @@ pub fn parse_ids(s: &str) -> anyhow::Result<Vec<u32>> {
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let pool = a.runtime.pool()?;
-    let (m, load_s) = load_model(&a.model)?;
+    let (model_pos, prompt) = match (a.model.model.is_some(), a.args.as_slice()) {
+        (true, []) => (None, None),
+        (true, [p]) => (None, Some(p.clone())),
+        (false, [m]) => (Some(m.as_str()), None),
+        (false, [m, p]) => (Some(m.as_str()), Some(p.clone())),
+        _ => bail!(
+            "run: expected [MODEL] PROMPT, found {} arguments besides --model",
+            a.args.len()
+        ),
+    };
+    if prompt.is_some() && a.prompt_ids.is_some() {
+        bail!("run: give either PROMPT or --prompt-ids, not both");
+    }
+    let (m, load_s) = load_model(&a.model, model_pos)?;
     let prompt_ids = if let Some(ids) = &a.prompt_ids {
         let ids = parse_ids(ids)?;
         if ids.is_empty() {
@@ -57,7 +72,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
         ids
     } else {
-        let text = match &a.prompt {
+        let text = match &prompt {
             Some(p) => p.clone(),
             None => {
                 let mut s = String::new();

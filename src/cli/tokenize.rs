@@ -38,7 +38,8 @@ struct ChatLine {
 }
 
 pub fn run(a: TokenizeArgs) -> anyhow::Result<()> {
-    let tok = deepseek::loader::load_tokenizer(&a.model.model, &a.model.load_options())?;
+    let path = a.model.resolve(None)?;
+    let tok = deepseek::loader::load_tokenizer(&path, &a.model.load_options())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if a.jsonl || a.chat_jsonl {

@@ -1,0 +1,118 @@
+//! A real model: SmolLM2-135M-Instruct (Q4_1/Q8_0 GGUF from PyPI) against llama.cpp's outputs.
+
+mod common;
+use common::*;
+use deepseek::loader::{load, LoadOptions, LoadedModel};
+use deepseek::model::{CacheType, Logits, SeqInput};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn model() -> &'static LoadedModel {
+    static M: OnceLock<LoadedModel> = OnceLock::new();
+    M.get_or_init(|| load(&smollm2(), &LoadOptions::default()).expect("load SmolLM2"))
+}
+
+/// Greedy steps with the raw logits of each step.
+fn greedy_logits(prompt: &[u32], n: usize) -> Vec<(u32, Vec<f32>)> {
+    let m = &model().model;
+    let mut cache = m.new_cache(2048, CacheType::F32);
+    let mut s = [SeqInput {
+        tokens: prompt,
+        cache: &mut cache,
+        logits: Logits::Last,
+    }];
+    let mut logits = m.forward(&mut s).unwrap().remove(0);
+    let mut out = vec![];
+    for _ in 0..n {
+        let id = argmax(&logits) as u32;
+        out.push((id, logits.clone()));
+        let t = [id];
+        let mut s = [SeqInput {
+            tokens: &t,
+            cache: &mut cache,
+            logits: Logits::Last,
+        }];
+        logits = m.forward(&mut s).unwrap().remove(0);
+    }
+    out
+}
+
+#[test]
+fn config_from_gguf_metadata() {
+    let c = &model().model.config;
+    assert_eq!(
+        (
+            c.num_layers,
+            c.hidden_size,
+            c.num_heads,
+            c.num_kv_heads,
+            c.intermediate_size
+        ),
+        (30, 576, 9, 3, 1536)
+    );
+    assert_eq!(c.vocab_size, 49152);
+    assert!(c.tie_word_embeddings);
+    assert_eq!(c.rope_theta, 100000.0);
+    assert!((c.rms_norm_eps - 1e-5).abs() < 1e-9);
+}
+
+#[test]
+fn raw_prompt_greedy_matches_llamacpp() {
+    let (prompt, gen, steps) = llamacpp_reference("llamacpp-greedy-raw-prompt.txt");
+    let tok = &model().tokenizer;
+    assert!(!tok.add_bos_by_default());
+    assert_eq!(
+        tok.encode("The capital of France is", false).unwrap(),
+        prompt
+    );
+    // Up to the 15th step, where llama.cpp's own top-2 margin is 0.005.
+    let n = 14;
+    assert_eq!(
+        &gen[..n],
+        &[7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35]
+    );
+    let ours = greedy_logits(&prompt, n);
+    for (i, ((id, logits), step)) in ours.iter().zip(&steps).enumerate() {
+        assert_eq!(*id, step.id, "step {i}");
+        for (tid, want) in &step.top5 {
+            let got = logits[*tid as usize];
+            eprintln!("step {i}: {tid} {got} {want} {:.3}", got - want);
+        }
+    }
+    assert_eq!(
+        tok.decode(&gen[..n], true),
+        " Paris.\n\nThe United States has a population of approximately 3"
+    );
+}
+
+#[test]
+fn chatml_prompt_with_special_tokens_stops_at_im_end() {
+    let (prompt, _, _) = llamacpp_reference("llamacpp-greedy-chatml-no-system.txt");
+    let text =
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "--model",
+            smollm2().to_str().unwrap(),
+            text,
+            "--temperature",
+            "0",
+            "-n",
+            "48",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&v["prompt_ids"]), prompt);
+    assert_eq!(v["text"], "The capital of France is Paris.");
+    assert_eq!(ids(&v["ids"]), vec![504, 3575, 282, 4649, 314, 7042, 30, 2]);
+    assert_eq!(v["finish_reason"], "stop");
+    assert_eq!(v["stop_cause"], "eos");
+}
