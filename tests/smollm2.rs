@@ -56,6 +56,12 @@ fn config_from_gguf_metadata() {
     assert!((c.rms_norm_eps - 1e-5).abs() < 1e-9);
 }
 
+/// Tolerance on each step's top-5 logits against llama.cpp's. Both engines round activations to
+/// 8 bits inside the quantised matrix products, in different places; computing the same
+/// weights exactly in f32 lands up to 0.34 away from llama.cpp's values, and this engine's own
+/// quantised path up to about 0.5 (mean 0.12) at logits of 15 to 37.
+const TOL: f32 = 0.6;
+
 #[test]
 fn raw_prompt_greedy_matches_llamacpp() {
     let (prompt, gen, steps) = llamacpp_reference("llamacpp-greedy-raw-prompt.txt");
@@ -72,11 +78,16 @@ fn raw_prompt_greedy_matches_llamacpp() {
         &[7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35]
     );
     let ours = greedy_logits(&prompt, n);
+    let mut worst = 0f32;
     for (i, ((id, logits), step)) in ours.iter().zip(&steps).enumerate() {
         assert_eq!(*id, step.id, "step {i}");
         for (tid, want) in &step.top5 {
             let got = logits[*tid as usize];
-            eprintln!("step {i}: {tid} {got} {want} {:.3}", got - want);
+            worst = worst.max((got - want).abs());
+            assert!(
+                (got - want).abs() <= TOL,
+                "step {i}: logit of {tid} is {got}, llama.cpp {want}"
+            );
         }
     }
     assert_eq!(
