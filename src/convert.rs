@@ -12,6 +12,9 @@ use rayon::prelude::*;
 use serde_json::Value as Json;
 use std::path::Path;
 
+/// (source name, output name, heads whose Q/K rows to permute) for each output tensor.
+type NameMap = Vec<(String, String, Option<usize>)>;
+
 /// What to do with each tensor of the output.
 struct Plan {
     /// Name in the output.
@@ -45,7 +48,7 @@ fn file_type(t: DType) -> u32 {
 /// The type a matrix of `cols` columns is stored in. Rows must be whole blocks: K-quants fall
 /// back to 32-element types, and those to F16, as llama.cpp's quantizer does.
 fn matrix_type(target: DType, cols: usize) -> DType {
-    if cols % target.block_size() == 0 {
+    if cols.is_multiple_of(target.block_size()) {
         return target;
     }
     let fallback = match target {
@@ -54,7 +57,7 @@ fn matrix_type(target: DType, cols: usize) -> DType {
         DType::Q6_K => DType::Q8_0,
         other => other,
     };
-    if cols % fallback.block_size() == 0 {
+    if cols.is_multiple_of(fallback.block_size()) {
         fallback
     } else {
         DType::F16
@@ -101,11 +104,7 @@ fn encode(p: &Plan) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn hf_plans(
-    dir: &Path,
-    cfg: &ModelConfig,
-    target: DType,
-) -> Result<(SafetensorsSet, Vec<(String, String, Option<usize>)>)> {
+fn hf_plans(dir: &Path, cfg: &ModelConfig) -> Result<(SafetensorsSet, NameMap)> {
     let weights = SafetensorsSet::open_dir(dir)?;
     let mut names = vec![(
         "model.embed_tokens.weight".to_string(),
@@ -133,7 +132,6 @@ fn hf_plans(
     if !cfg.tie_word_embeddings || weights.get("lm_head.weight").is_some() {
         names.push(("lm_head.weight".into(), "output.weight".into(), None));
     }
-    let _ = target;
     Ok((weights, names))
 }
 
@@ -304,72 +302,69 @@ pub fn quantize(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Converted> {
     let mut meta: Vec<(String, Value)> = Vec::new();
-    let (source, names, bytes_in): (
-        Box<dyn TensorSource>,
-        Vec<(String, String, Option<usize>)>,
-        u64,
-    ) = match detect_format(input)? {
-        Format::HfFolder => {
-            let cfg = ModelConfig::from_hf_config(&input.join("config.json"))?;
-            let (weights, names) = hf_plans(input, &cfg, target)?;
-            let name = input
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            meta.push(("general.architecture".into(), Value::String("llama".into())));
-            meta.push(("general.name".into(), Value::String(name)));
-            let a = |k: &str| format!("llama.{k}");
-            meta.push((
-                a("context_length"),
-                Value::U32(cfg.max_position_embeddings as u32),
-            ));
-            meta.push((a("embedding_length"), Value::U32(cfg.hidden_size as u32)));
-            meta.push((a("block_count"), Value::U32(cfg.num_layers as u32)));
-            meta.push((
-                a("feed_forward_length"),
-                Value::U32(cfg.intermediate_size as u32),
-            ));
-            meta.push((a("rope.dimension_count"), Value::U32(cfg.head_dim as u32)));
-            meta.push((a("attention.head_count"), Value::U32(cfg.num_heads as u32)));
-            meta.push((
-                a("attention.head_count_kv"),
-                Value::U32(cfg.num_kv_heads as u32),
-            ));
-            meta.push((
-                a("attention.layer_norm_rms_epsilon"),
-                Value::F32(cfg.rms_norm_eps),
-            ));
-            meta.push((a("rope.freq_base"), Value::F32(cfg.rope_theta)));
-            if cfg.rope_scale != 1.0 {
-                meta.push((a("rope.scaling.type"), Value::String("linear".into())));
-                meta.push((a("rope.scaling.factor"), Value::F32(cfg.rope_scale)));
-            }
-            meta.push((a("vocab_size"), Value::U32(cfg.vocab_size as u32)));
-            meta.push(("general.file_type".into(), Value::U32(file_type(target))));
-            meta.push(("general.quantization_version".into(), Value::U32(2)));
-            meta.extend(hf_tokenizer_metadata(input, cfg.vocab_size, pre_override)?);
-            let bytes = weights.total_bytes();
-            (Box::new(weights), names, bytes)
-        }
-        Format::Gguf => {
-            let file = GgufFile::open(input)?;
-            for (k, v) in file.metadata() {
-                if k != "general.file_type" && k != "general.alignment" {
-                    meta.push((k.clone(), v.clone()));
+    let (source, names, bytes_in): (Box<dyn TensorSource>, NameMap, u64) =
+        match detect_format(input)? {
+            Format::HfFolder => {
+                let cfg = ModelConfig::from_hf_config(&input.join("config.json"))?;
+                let (weights, names) = hf_plans(input, &cfg)?;
+                let name = input
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                meta.push(("general.architecture".into(), Value::String("llama".into())));
+                meta.push(("general.name".into(), Value::String(name)));
+                let a = |k: &str| format!("llama.{k}");
+                meta.push((
+                    a("context_length"),
+                    Value::U32(cfg.max_position_embeddings as u32),
+                ));
+                meta.push((a("embedding_length"), Value::U32(cfg.hidden_size as u32)));
+                meta.push((a("block_count"), Value::U32(cfg.num_layers as u32)));
+                meta.push((
+                    a("feed_forward_length"),
+                    Value::U32(cfg.intermediate_size as u32),
+                ));
+                meta.push((a("rope.dimension_count"), Value::U32(cfg.head_dim as u32)));
+                meta.push((a("attention.head_count"), Value::U32(cfg.num_heads as u32)));
+                meta.push((
+                    a("attention.head_count_kv"),
+                    Value::U32(cfg.num_kv_heads as u32),
+                ));
+                meta.push((
+                    a("attention.layer_norm_rms_epsilon"),
+                    Value::F32(cfg.rms_norm_eps),
+                ));
+                meta.push((a("rope.freq_base"), Value::F32(cfg.rope_theta)));
+                if cfg.rope_scale != 1.0 {
+                    meta.push((a("rope.scaling.type"), Value::String("linear".into())));
+                    meta.push((a("rope.scaling.factor"), Value::F32(cfg.rope_scale)));
                 }
+                meta.push((a("vocab_size"), Value::U32(cfg.vocab_size as u32)));
+                meta.push(("general.file_type".into(), Value::U32(file_type(target))));
+                meta.push(("general.quantization_version".into(), Value::U32(2)));
+                meta.extend(hf_tokenizer_metadata(input, cfg.vocab_size, pre_override)?);
+                let bytes = weights.total_bytes();
+                (Box::new(weights), names, bytes)
             }
-            meta.push(("general.file_type".into(), Value::U32(file_type(target))));
-            let names = file
-                .tensors()
-                .iter()
-                .map(|t| (t.name.clone(), t.name.clone(), None))
-                .collect();
-            let bytes = std::fs::metadata(input)
-                .map_err(|e| Error::io(input, e))?
-                .len();
-            (Box::new(GgufTensors::open(&file)?), names, bytes)
-        }
-    };
+            Format::Gguf => {
+                let file = GgufFile::open(input)?;
+                for (k, v) in file.metadata() {
+                    if k != "general.file_type" && k != "general.alignment" {
+                        meta.push((k.clone(), v.clone()));
+                    }
+                }
+                meta.push(("general.file_type".into(), Value::U32(file_type(target))));
+                let names = file
+                    .tensors()
+                    .iter()
+                    .map(|t| (t.name.clone(), t.name.clone(), None))
+                    .collect();
+                let bytes = std::fs::metadata(input)
+                    .map_err(|e| Error::io(input, e))?
+                    .len();
+                (Box::new(GgufTensors::open(&file)?), names, bytes)
+            }
+        };
     let mut plans = Vec::with_capacity(names.len());
     for (src_name, out_name, permute) in names {
         let t = source.get(&src_name).ok_or_else(|| {

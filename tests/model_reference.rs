@@ -198,3 +198,31 @@ fn batched_sequences_match_alone() {
         );
     }
 }
+
+/// An f16 key/value cache stays close to the f32 one (keys and values rounded to 11 bits).
+#[test]
+fn f16_cache_stays_close() {
+    for name in MODELS {
+        let model = load_dir(&model_dir(name)).expect("load").model;
+        let reference = reference(name);
+        let long = reference["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "long")
+            .unwrap();
+        let ids = ids(&long["ids"]);
+        let run = |ty| {
+            let mut cache = model.new_cache(512, ty);
+            let mut s = [SeqInput {
+                tokens: &ids,
+                cache: &mut cache,
+                logits: Logits::All,
+            }];
+            model.forward(&mut s).unwrap().remove(0)
+        };
+        let d = max_abs_diff(&run(CacheType::F16), &run(CacheType::F32));
+        assert!(d < 0.05, "{name}: f16 cache moves logits by {d}");
+        assert!(d > 0.0, "{name}: the f16 cache should round something");
+    }
+}

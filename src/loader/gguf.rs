@@ -123,7 +123,11 @@ pub fn config(file: &GgufFile) -> Result<ModelConfig> {
         None => heads,
         Some(_) => req_u64(file, &k("attention.head_count_kv"))? as usize,
     };
-    if heads == 0 || kv_heads == 0 || hidden % heads != 0 || heads % kv_heads != 0 {
+    if heads == 0
+        || kv_heads == 0
+        || !hidden.is_multiple_of(heads)
+        || !heads.is_multiple_of(kv_heads)
+    {
         return Err(meta_err(
             file,
             &k("attention.head_count"),
