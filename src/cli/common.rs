@@ -20,6 +20,10 @@ pub struct ModelArgs {
     /// Use only models already in the Hugging Face cache (as HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+    /// Ask the hub for the current commit of a cached branch (a cached model is otherwise used
+    /// without any request).
+    #[arg(long, conflicts_with = "offline")]
+    pub refresh: bool,
 }
 
 impl ModelArgs {
@@ -43,14 +47,15 @@ impl ModelArgs {
     /// Resolve the reference to a local folder or file, downloading it from the hub if needed.
     pub fn resolve(&self, positional: Option<&str>) -> anyhow::Result<PathBuf> {
         let r = self.reference(positional)?;
-        Ok(resolve_reference(&r, self.offline)?)
+        Ok(resolve_reference(&r, self.offline, self.refresh)?)
     }
 }
 
 /// A local path as it is; a hub name through the Hugging Face cache.
-pub fn resolve_reference(r: &str, offline: bool) -> anyhow::Result<PathBuf> {
+pub fn resolve_reference(r: &str, offline: bool, refresh: bool) -> anyhow::Result<PathBuf> {
     let mut opts = deepseek_hub::HubOptions::from_env();
     opts.offline |= offline;
+    opts.refresh = refresh;
     opts.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     Ok(deepseek_hub::resolve(r, &opts)?)
 }

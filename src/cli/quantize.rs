@@ -46,7 +46,7 @@ pub fn parse_type(s: &str) -> anyhow::Result<DType> {
 
 pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
     let target = parse_type(&a.ty)?;
-    let input = super::common::resolve_reference(&a.input, a.offline)?;
+    let input = super::common::resolve_reference(&a.input, a.offline, false)?;
     if input == a.output {
         bail!("quantize: the output {} is the input", a.output.display());
     }

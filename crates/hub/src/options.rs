@@ -21,6 +21,10 @@ pub struct HubOptions {
     /// Draw a progress bar per downloaded file (only ever drawn when stderr
     /// is a terminal).
     pub progress: bool,
+    /// Ask the hub for the current commit of a branch or tag even when a
+    /// complete snapshot of it is cached (without it, a cached branch is used
+    /// as it is, with no request).
+    pub refresh: bool,
 }
 
 impl HubOptions {
@@ -33,6 +37,7 @@ impl HubOptions {
             token: None,
             offline: false,
             progress: true,
+            refresh: false,
         }
     }
 
@@ -88,6 +93,7 @@ impl HubOptions {
             token,
             offline,
             progress,
+            refresh: false,
         }
     }
 }

@@ -29,10 +29,10 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Face layout, or a `.gguf` file. Downloads what is missing, unless offline.
 ///
 /// See [`parse_reference`] for the accepted forms. A fully cached reference
-/// pinned to a commit makes no request; a branch or tag makes one metadata
-/// request to learn its commit (none when offline: the cache's `refs/` is
-/// used). When the hub cannot be reached at all, a complete cached snapshot
-/// of the revision is used.
+/// makes no request: a commit is used as it is, a branch or tag through the
+/// commit the cache's `refs/` records (with [`HubOptions::refresh`], one
+/// metadata request learns its current commit). When the hub cannot be
+/// reached at all, a complete cached snapshot of the revision is used.
 pub fn resolve(reference: &str, opts: &HubOptions) -> Result<PathBuf, HubError> {
     let model = parse_reference(reference)?;
     resolve_ref(&model, opts)
@@ -101,9 +101,13 @@ fn resolve_hub(
         return from_cache(&cache, &commit, revision, target, false)
             .map_err(|miss| offline_error(&cache, &commit, miss));
     }
-    if pinned {
-        if let Ok(path) = from_cache(&cache, revision, revision, target, true) {
-            return Ok(path);
+    // A complete snapshot answers without a request: always when pinned to a commit, and for a
+    // branch or tag unless asked to refresh it.
+    if let Some(commit) = &cached_commit {
+        if pinned || !opts.refresh {
+            if let Ok(path) = from_cache(&cache, commit, revision, target, true) {
+                return Ok(path);
+            }
         }
     }
 

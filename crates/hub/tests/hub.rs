@@ -255,13 +255,24 @@ fn a_second_run_downloads_nothing_and_a_pinned_one_makes_no_request() {
     let first = resolve(CHAT, &opts).unwrap();
     let after_first = hub.request_count();
 
-    // By branch: one metadata request to learn the commit, no file request.
+    // By branch: the cached snapshot answers, no request at all.
+    assert_eq!(resolve(CHAT, &opts).unwrap(), first);
+    assert_eq!(
+        hub.request_count(),
+        after_first,
+        "{:?}",
+        &hub.requests()[after_first..]
+    );
+
+    // Asked to refresh the branch: one metadata request to learn its commit, no file request.
+    opts.refresh = true;
     assert_eq!(resolve(CHAT, &opts).unwrap(), first);
     let new: Vec<_> = hub.requests()[after_first..].to_vec();
     assert_eq!(new.len(), 1, "{new:?}");
     assert!(new[0]
         .path
         .starts_with("/api/models/deepseek-ai/tiny-chat/revision/main"));
+    opts.refresh = false;
 
     // Pinned to the commit: no request at all.
     let before = hub.request_count();
