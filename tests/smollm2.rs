@@ -127,3 +127,94 @@ fn chatml_prompt_with_special_tokens_stops_at_im_end() {
     assert_eq!(v["finish_reason"], "stop");
     assert_eq!(v["stop_cause"], "eos");
 }
+
+/// The question through the chat template (which inserts SmolLM2's default system message):
+/// the same prompt ids as llama.cpp and the same greedy tokens, up to the first step where this
+/// engine's two best tokens are a near-tie (at step 7 they are 0.006 apart in probability, and
+/// llama.cpp takes the other one).
+#[test]
+fn chat_template_prompt_matches_llamacpp() {
+    let (prompt, gen, _) = llamacpp_reference("llamacpp-greedy-chat-template.txt");
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "--model",
+            smollm2().to_str().unwrap(),
+            "--chat",
+            "What is the capital of France?",
+            "--temperature",
+            "0",
+            "-n",
+            "48",
+            "--json",
+            "--top-logprobs",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&v["prompt_ids"]), prompt, "the rendered chat prompt");
+    let ours = ids(&v["ids"]);
+    let same = ours.iter().zip(&gen).take_while(|(a, b)| a == b).count();
+    assert!(
+        same >= 7,
+        "only {same} tokens agree with llama.cpp: {ours:?}"
+    );
+    if same < gen.len().min(ours.len()) {
+        let top = v["logprobs"][same]["top"].as_array().unwrap();
+        let p = |i: usize| top[i][1].as_f64().unwrap().exp();
+        let margin = p(0) - p(1);
+        assert!(
+            margin < 0.01,
+            "step {same} differs from llama.cpp with a top-2 margin of {margin}"
+        );
+        let theirs = top
+            .iter()
+            .any(|t| t[0].as_u64().unwrap() as u32 == gen[same]);
+        assert!(
+            theirs,
+            "llama.cpp's token at step {same} is not among this engine's two best"
+        );
+    }
+}
+
+/// Perplexity by llama-perplexity's method on the GPL v3 text, -c 256, first 5 chunks:
+/// llama-perplexity's running estimate after 5 chunks is 19.9964 (all 29 chunks:
+/// 20.8256 ± 0.99026; this engine: 20.8804 ± 0.99501, 0.26% apart).
+#[test]
+fn perplexity_matches_llamacpp() {
+    let out = Command::new(bin())
+        .args([
+            "perplexity",
+            "--model",
+            smollm2().to_str().unwrap(),
+            "-f",
+            fixtures().join("text/gpl-3.txt").to_str().unwrap(),
+            "-c",
+            "256",
+            "--chunks",
+            "5",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ppl = v["ppl"].as_f64().unwrap();
+    let llama = 19.9964;
+    assert!(
+        (ppl / llama - 1.0).abs() < 0.01,
+        "PPL {ppl} vs llama-perplexity's {llama}"
+    );
+    assert_eq!(v["chunks"], 5);
+    assert!(v["ppl_error"].as_f64().unwrap() > 0.0);
+}
