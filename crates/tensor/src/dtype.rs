@@ -103,7 +103,7 @@ impl DType {
     /// Bytes of a row of `cols` elements.
     pub fn row_bytes(self, cols: usize) -> Result<usize, TensorError> {
         let bs = self.block_size();
-        if cols % bs != 0 {
+        if !cols.is_multiple_of(bs) {
             return Err(TensorError::Blocks {
                 dtype: self,
                 block: bs,

@@ -2,19 +2,37 @@
 //!
 //! Weights stay in their stored type; activations are `f32`. A [`MatRef`] is a borrowed,
 //! row-major matrix of `rows × cols` elements of one [`DType`] (each row a whole number of
-//! blocks). [`matmul`] multiplies it with `n` activation rows.
+//! blocks, bytes possibly unaligned). [`matmul`] multiplies it with `n` activation rows.
 //!
 //! Contract of every kernel here: the value computed for one output element depends only on
 //! the weight row and the activation row it combines, never on `n`, on the other rows, or on
 //! the number of threads. Batched decode and prefill are therefore bit-identical to one
 //! token at a time (batch invariance).
+//!
+//! * [`dequantize`] / [`dequantize_row`]: ggml block layouts, bit-identical to gguf-py.
+//! * [`quantize`]: llama.cpp's reference quantisers (`quantize_row_*_ref`), byte-identical
+//!   to gguf-py for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and to a C build of ggml's code for the K types.
+//! * [`matmul`]: quantised weights are multiplied with activations quantised once per call to
+//!   8 bits (blocks of 32, or 256 with sums for the K types) using integer dot products; the
+//!   exact arithmetic, shared by the scalar definition ([`matmul_scalar`]) and the AVX2 path,
+//!   is described in the `kernels` module. Float weights use a fixed 32-lane f32 order.
+//! * [`ops`]: f32 (and f16 KV-cache) vector kernels with scalar twins in [`ops::scalar`].
+//!
+//! ISA paths: AVX2+FMA+F16C (chosen at run time with `is_x86_feature_detected!`) and portable
+//! scalar code; both give identical bits.
 
+// Kernel code indexes several arrays in lock-step, mirroring the ggml definitions.
+#![allow(clippy::needless_range_loop)]
+
+mod act;
 mod dtype;
-pub mod ops;
+mod kernels;
 mod matmul;
+pub mod ops;
+mod quants;
 
 pub use dtype::DType;
-pub use matmul::{dequantize, dequantize_row, matmul, quantize};
+pub use matmul::{dequantize, dequantize_row, matmul, matmul_scalar, quantize};
 
 use thiserror::Error;
 
@@ -28,7 +46,9 @@ pub enum TensorError {
         expected: usize,
         found: usize,
     },
-    #[error("{dtype} rows must hold a whole number of {block}-element blocks, found {cols} columns")]
+    #[error(
+        "{dtype} rows must hold a whole number of {block}-element blocks, found {cols} columns"
+    )]
     Blocks {
         dtype: DType,
         block: usize,
@@ -51,7 +71,12 @@ pub struct MatRef<'a> {
 }
 
 impl<'a> MatRef<'a> {
-    pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, TensorError> {
+    pub fn new(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, TensorError> {
         let row_bytes = dtype.row_bytes(cols)?;
         let expected = row_bytes
             .checked_mul(rows)

@@ -1,77 +1,291 @@
 //! Matrix products of stored weights with f32 activations, and (de)quantisation entry points.
 
-use crate::{DType, MatRef, TensorError};
-use half::{bf16, f16};
+use crate::act::{ActRow, QAct};
+use crate::{kernels, quants, DType, MatRef, TensorError};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
-/// Rows handed to one task; small enough to balance, large enough to amortise scheduling.
-const ROWS_PER_TASK: usize = 16;
+/// Rows computed for all tokens before moving on (their bytes stay in L1/L2 while the
+/// tokens stream past). Only affects speed, never values.
+const TILE_ROWS: usize = 8;
+/// Tokens handed to a kernel call together (a multiple of 4 for the four-row kernels).
+const TOKENS_PER_STEP: usize = 16;
+
+/// A quantised-weight kernel: one weight row (whole blocks) · one quantised activation row.
+type QKernel = fn(&[u8], &ActRow) -> f32;
+/// The same for four activation rows at once (sharing the weight unpacking); each result is
+/// bit-identical to the single-row kernel's.
+type QKernel4 = fn(&[u8], &[ActRow; 4]) -> [f32; 4];
+/// A float-weight kernel: one weight row (stored bytes) · one f32 activation row.
+type FKernel = fn(&[u8], &[f32]) -> f32;
+/// The same for two activation rows (sharing the weight loads), bit-identical per row.
+type FKernel2 = fn(&[u8], [&[f32]; 2]) -> [f32; 2];
+
+#[derive(Clone, Copy)]
+enum Kernel {
+    Quant(QKernel, QKernel4, usize),
+    Float(FKernel, FKernel2),
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2_entry {
+    //! Safe entry points to the AVX2 kernels. They are only reachable through
+    //! [`super::kernel_for`], which hands them out after `kernels::has_avx2()` returned true.
+    use crate::act::ActRow;
+    use crate::kernels::avx2;
+    macro_rules! wrap_q {
+        ($($name:ident, $name4:ident;)*) => {$(
+            pub(super) fn $name(w: &[u8], a: &ActRow) -> f32 {
+                // SAFETY: only selected when the CPU has AVX2, FMA and F16C.
+                unsafe { avx2::$name::<1>(w, &[*a])[0] }
+            }
+            pub(super) fn $name4(w: &[u8], a: &[ActRow; 4]) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { avx2::$name::<4>(w, a) }
+            }
+        )*};
+    }
+    wrap_q! {
+        dot_q4_0, dot_q4_0_x4;
+        dot_q4_1, dot_q4_1_x4;
+        dot_q5_0, dot_q5_0_x4;
+        dot_q5_1, dot_q5_1_x4;
+        dot_q8_0, dot_q8_0_x4;
+        dot_q4_k, dot_q4_k_x4;
+        dot_q5_k, dot_q5_k_x4;
+        dot_q6_k, dot_q6_k_x4;
+    }
+    macro_rules! wrap_f {
+        ($($name:ident),*) => {$(
+            pub(super) fn $name(w: &[u8], x: &[f32]) -> f32 {
+                // SAFETY: only selected when the CPU has AVX2, FMA and F16C.
+                unsafe { avx2::$name(w, x) }
+            }
+        )*};
+    }
+    wrap_f!(dot_f32b, dot_f16, dot_bf16);
+    macro_rules! wrap_f2 {
+        ($($name:ident),*) => {$(
+            pub(super) fn $name(w: &[u8], x: [&[f32]; 2]) -> [f32; 2] {
+                // SAFETY: only selected when the CPU has AVX2, FMA and F16C.
+                unsafe { avx2::$name(w, x) }
+            }
+        )*};
+    }
+    wrap_f2!(dot_f32b_x2, dot_f16_x2, dot_bf16_x2);
+}
+
+/// Four-row version of a scalar kernel (the definition: each row on its own).
+macro_rules! scalar_x4 {
+    ($f:path) => {
+        |w: &[u8], a: &[ActRow; 4]| [$f(w, &a[0]), $f(w, &a[1]), $f(w, &a[2]), $f(w, &a[3])]
+    };
+}
+
+/// Two-row version of a scalar float kernel (each row on its own).
+macro_rules! scalar_x2 {
+    ($f:path) => {
+        |w: &[u8], x: [&[f32]; 2]| [$f(w, x[0]), $f(w, x[1])]
+    };
+}
+
+/// Kernel selection; `simd = false` forces the scalar definitions (used by tests).
+fn kernel_for(dtype: DType, simd: bool) -> Kernel {
+    use kernels as k;
+    #[cfg(target_arch = "x86_64")]
+    if simd && k::has_avx2() {
+        use avx2_entry as a;
+        return match dtype {
+            DType::F32 => Kernel::Float(a::dot_f32b, a::dot_f32b_x2),
+            DType::F16 => Kernel::Float(a::dot_f16, a::dot_f16_x2),
+            DType::BF16 => Kernel::Float(a::dot_bf16, a::dot_bf16_x2),
+            DType::Q4_0 => Kernel::Quant(a::dot_q4_0, a::dot_q4_0_x4, 32),
+            DType::Q4_1 => Kernel::Quant(a::dot_q4_1, a::dot_q4_1_x4, 32),
+            DType::Q5_0 => Kernel::Quant(a::dot_q5_0, a::dot_q5_0_x4, 32),
+            DType::Q5_1 => Kernel::Quant(a::dot_q5_1, a::dot_q5_1_x4, 32),
+            DType::Q8_0 => Kernel::Quant(a::dot_q8_0, a::dot_q8_0_x4, 32),
+            DType::Q4_K => Kernel::Quant(a::dot_q4_k, a::dot_q4_k_x4, 256),
+            DType::Q5_K => Kernel::Quant(a::dot_q5_k, a::dot_q5_k_x4, 256),
+            DType::Q6_K => Kernel::Quant(a::dot_q6_k, a::dot_q6_k_x4, 256),
+        };
+    }
+    let _ = simd;
+    match dtype {
+        DType::F32 => Kernel::Float(k::dot_f32b_scalar, scalar_x2!(k::dot_f32b_scalar)),
+        DType::F16 => Kernel::Float(k::dot_f16_scalar, scalar_x2!(k::dot_f16_scalar)),
+        DType::BF16 => Kernel::Float(k::dot_bf16_scalar, scalar_x2!(k::dot_bf16_scalar)),
+        DType::Q4_0 => Kernel::Quant(k::dot_q4_0_scalar, scalar_x4!(k::dot_q4_0_scalar), 32),
+        DType::Q4_1 => Kernel::Quant(k::dot_q4_1_scalar, scalar_x4!(k::dot_q4_1_scalar), 32),
+        DType::Q5_0 => Kernel::Quant(k::dot_q5_0_scalar, scalar_x4!(k::dot_q5_0_scalar), 32),
+        DType::Q5_1 => Kernel::Quant(k::dot_q5_1_scalar, scalar_x4!(k::dot_q5_1_scalar), 32),
+        DType::Q8_0 => Kernel::Quant(k::dot_q8_0_scalar, scalar_x4!(k::dot_q8_0_scalar), 32),
+        DType::Q4_K => Kernel::Quant(k::dot_q4_k_scalar, scalar_x4!(k::dot_q4_k_scalar), 256),
+        DType::Q5_K => Kernel::Quant(k::dot_q5_k_scalar, scalar_x4!(k::dot_q5_k_scalar), 256),
+        DType::Q6_K => Kernel::Quant(k::dot_q6_k_scalar, scalar_x4!(k::dot_q6_k_scalar), 256),
+    }
+}
+
+thread_local! {
+    /// Per-thread buffer for quantised activations, so decode does not allocate per call.
+    static ACT: RefCell<QAct> = RefCell::new(QAct::default());
+}
+
+/// Output pointer shared by the row tasks; each task writes only its own rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (distinct weight rows) and the pointer outlives them
+// (the parallel loop finishes before `matmul` returns).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
 
 /// `out[t * w.rows + r] = Σ_k w[r, k] · x[t * w.cols + k]` for `t < n`.
 ///
 /// `x` holds `n` activation rows of `w.cols` values; `out` receives `n` rows of `w.rows`.
-/// Runs on the current rayon pool, splitting the weight rows among its threads.
+/// Runs on the current rayon pool, splitting the weight rows among its threads. Each output
+/// value is computed by the same kernel in the same order whatever `n`, the other rows or the
+/// thread count (batch invariance). Quantised weights are multiplied with 8-bit quantised
+/// activations (see the `kernels` module for the exact arithmetic).
 pub fn matmul(w: &MatRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), TensorError> {
-    if x.len() != n * w.cols || out.len() != n * w.rows {
+    matmul_impl(w, x, n, out, true)
+}
+
+/// [`matmul`] with the plain scalar kernels (the definitions the SIMD paths reproduce).
+pub fn matmul_scalar(w: &MatRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), TensorError> {
+    matmul_impl(w, x, n, out, false)
+}
+
+fn check(w: &MatRef, x: &[f32], n: usize, out: &[f32]) -> Result<(), TensorError> {
+    let expected = w
+        .dtype
+        .row_bytes(w.cols)?
+        .checked_mul(w.rows)
+        .ok_or_else(|| {
+            TensorError::Shape(format!("{}x{} {} overflows", w.rows, w.cols, w.dtype))
+        })?;
+    if w.data.len() != expected {
+        return Err(TensorError::Size {
+            dtype: w.dtype,
+            rows: w.rows,
+            cols: w.cols,
+            expected,
+            found: w.data.len(),
+        });
+    }
+    let xn = n.checked_mul(w.cols);
+    let on = n.checked_mul(w.rows);
+    if xn != Some(x.len()) || on != Some(out.len()) {
         return Err(TensorError::Shape(format!(
             "matmul of {}x{} {} with {n} rows: x has {} values (expected {}), out has {} (expected {})",
             w.rows,
             w.cols,
             w.dtype,
             x.len(),
-            n * w.cols,
+            n.saturating_mul(w.cols),
             out.len(),
-            n * w.rows
+            n.saturating_mul(w.rows)
         )));
     }
+    Ok(())
+}
+
+fn matmul_impl(
+    w: &MatRef,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    simd: bool,
+) -> Result<(), TensorError> {
+    check(w, x, n, out)?;
     if n == 0 || w.rows == 0 {
         return Ok(());
     }
-    if n == 1 {
-        out.par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .try_for_each(|(i, chunk)| {
-                let r0 = i * ROWS_PER_TASK;
-                let mut buf = vec![0f32; w.cols];
-                for (j, o) in chunk.iter_mut().enumerate() {
-                    dequantize_row(w, r0 + j, &mut buf)?;
-                    *o = dot_f32(&buf, x);
-                }
-                Ok(())
-            })
-    } else {
-        let chunks: Vec<Vec<f32>> = (0..w.rows.div_ceil(ROWS_PER_TASK))
-            .into_par_iter()
-            .map(|i| {
-                let r0 = i * ROWS_PER_TASK;
-                let r1 = (r0 + ROWS_PER_TASK).min(w.rows);
-                let mut buf = vec![0f32; w.cols];
-                let mut res = vec![0f32; (r1 - r0) * n];
-                for r in r0..r1 {
-                    dequantize_row(w, r, &mut buf)?;
-                    for t in 0..n {
-                        res[(r - r0) * n + t] = dot_f32(&buf, &x[t * w.cols..(t + 1) * w.cols]);
-                    }
-                }
-                Ok(res)
-            })
-            .collect::<Result<_, TensorError>>()?;
-        for (i, res) in chunks.iter().enumerate() {
-            let r0 = i * ROWS_PER_TASK;
-            let nr = res.len() / n;
-            for j in 0..nr {
-                for t in 0..n {
-                    out[t * w.rows + r0 + j] = res[j * n + t];
-                }
-            }
-        }
-        Ok(())
+    if w.cols == 0 {
+        out.fill(0.0);
+        return Ok(());
     }
+    match kernel_for(w.dtype, simd) {
+        Kernel::Float(f1, f2) => {
+            let xr = |t: usize| &x[t * w.cols..(t + 1) * w.cols];
+            run_rows(w, n, out, |r, t0, t1, o: &mut [f32]| {
+                let wr = w.row(r);
+                let mut t = t0;
+                while t + 2 <= t1 {
+                    let v = f2(wr, [xr(t), xr(t + 1)]);
+                    o[t - t0..t - t0 + 2].copy_from_slice(&v);
+                    t += 2;
+                }
+                for t in t..t1 {
+                    o[t - t0] = f1(wr, xr(t));
+                }
+            });
+        }
+        Kernel::Quant(f1, f4, block) => {
+            let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            act.quantize(x, n, w.cols, block, simd);
+            let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
+            run_rows(w, n, out, |r, t0, t1, o: &mut [f32]| {
+                let wr = w.row(r);
+                let mut t = t0;
+                while t + 4 <= t1 {
+                    let v = f4(wr, &[rows[t], rows[t + 1], rows[t + 2], rows[t + 3]]);
+                    o[t - t0..t - t0 + 4].copy_from_slice(&v);
+                    t += 4;
+                }
+                for t in t..t1 {
+                    o[t - t0] = f1(wr, &rows[t]);
+                }
+            });
+            drop(rows);
+            ACT.with(|c| *c.borrow_mut() = act);
+        }
+    }
+    Ok(())
 }
 
-/// f32 dot product in a fixed order (8 interleaved partial sums, then a fixed tree).
-pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    crate::ops::dot(a, b)
+/// Split the weight rows among the pool's threads. `f(r, t0, t1, out)` computes row `r` for
+/// tokens `t0..t1` into `out[..t1 - t0]`. Which task computes a value never changes it.
+fn run_rows(
+    w: &MatRef,
+    n: usize,
+    out: &mut [f32],
+    f: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+) {
+    let rows = w.rows;
+    let threads = rayon::current_num_threads().max(1);
+    // A few tasks per thread for balance; whole tiles per task.
+    let tasks = if rows * n < 64 { 1 } else { threads * 4 };
+    let per = rows.div_ceil(tasks).div_ceil(TILE_ROWS) * TILE_ROWS;
+    let ntasks = rows.div_ceil(per);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let body = |i: usize| {
+        let p = ptr;
+        let r0 = i * per;
+        let r1 = (r0 + per).min(rows);
+        let mut buf = [0f32; TOKENS_PER_STEP];
+        let mut a0 = r0;
+        while a0 < r1 {
+            let a1 = (a0 + TILE_ROWS).min(r1);
+            let mut t0 = 0;
+            while t0 < n {
+                let t1 = (t0 + TOKENS_PER_STEP).min(n);
+                for r in a0..a1 {
+                    f(r, t0, t1, &mut buf[..t1 - t0]);
+                    for t in t0..t1 {
+                        // SAFETY: t < n and r < rows, so the index is inside `out`
+                        // (n * rows values); row r belongs to this task only.
+                        unsafe { *p.0.add(t * rows + r) = buf[t - t0] };
+                    }
+                }
+                t0 = t1;
+            }
+            a0 = a1;
+        }
+    };
+    if ntasks == 1 {
+        body(0);
+    } else {
+        (0..ntasks).into_par_iter().for_each(body);
+    }
 }
 
 /// Dequantise row `r` of `w` into `out` (`w.cols` values).
@@ -82,7 +296,19 @@ pub fn dequantize_row(w: &MatRef, r: usize, out: &mut [f32]) -> Result<(), Tenso
             w.rows
         )));
     }
-    dequantize(w.dtype, w.row(r), &mut out[..w.cols])
+    if out.len() < w.cols {
+        return Err(TensorError::Shape(format!(
+            "output of {} values for a row of {}",
+            out.len(),
+            w.cols
+        )));
+    }
+    let rb = w.dtype.row_bytes(w.cols)?;
+    let row = w
+        .data
+        .get(r * rb..(r + 1) * rb)
+        .ok_or_else(|| TensorError::Shape(format!("row {r} is outside the data")))?;
+    dequantize(w.dtype, row, &mut out[..w.cols])
 }
 
 /// Dequantise `data` (a whole number of blocks of `dtype`) into `out`.
@@ -105,42 +331,48 @@ pub fn dequantize(dtype: DType, data: &[u8], out: &mut [f32]) -> Result<(), Tens
         }
         DType::F16 => {
             for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
-                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+                *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
         DType::BF16 => {
             for (o, c) in out.iter_mut().zip(data.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
-        _ => {
-            return Err(TensorError::Unsupported {
-                op: "dequantize",
-                dtype,
-            })
-        }
+        DType::Q4_0 => quants::dequant_q4_0(data, out),
+        DType::Q4_1 => quants::dequant_q4_1(data, out),
+        DType::Q5_0 => quants::dequant_q5_0(data, out),
+        DType::Q5_1 => quants::dequant_q5_1(data, out),
+        DType::Q8_0 => quants::dequant_q8_0(data, out),
+        DType::Q4_K => quants::dequant_q4_k(data, out),
+        DType::Q5_K => quants::dequant_q5_k(data, out),
+        DType::Q6_K => quants::dequant_q6_k(data, out),
     }
     Ok(())
 }
 
-/// Quantise `src` (a whole number of blocks) into the stored bytes of `dtype`.
+/// Quantise `src` (a whole number of blocks) into the stored bytes of `dtype`, exactly as
+/// llama.cpp's reference quantisers (`quantize_row_*_ref`) do.
 pub fn quantize(dtype: DType, src: &[f32]) -> Result<Vec<u8>, TensorError> {
-    dtype.row_bytes(src.len())?;
     let mut out = Vec::with_capacity(dtype.row_bytes(src.len())?);
     match dtype {
-        DType::F32 => src.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        DType::F32 => src
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         DType::F16 => src
             .iter()
-            .for_each(|v| out.extend_from_slice(&f16::from_f32(*v).to_le_bytes())),
+            .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
         DType::BF16 => src
             .iter()
-            .for_each(|v| out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes())),
-        _ => {
-            return Err(TensorError::Unsupported {
-                op: "quantize",
-                dtype,
-            })
-        }
+            .for_each(|v| out.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes())),
+        DType::Q4_0 => quants::quant_q4_0(src, &mut out),
+        DType::Q4_1 => quants::quant_q4_1(src, &mut out),
+        DType::Q5_0 => quants::quant_q5_0(src, &mut out),
+        DType::Q5_1 => quants::quant_q5_1(src, &mut out),
+        DType::Q8_0 => quants::quant_q8_0(src, &mut out),
+        DType::Q4_K => quants::quant_q4_k(src, &mut out),
+        DType::Q5_K => quants::quant_q5_k(src, &mut out),
+        DType::Q6_K => quants::quant_q6_k(src, &mut out),
     }
     Ok(out)
 }

@@ -1,0 +1,1105 @@
+//! Row · activation dot products for every stored type.
+//!
+//! Each kernel exists as a plain scalar function (the definition) and, on x86-64, as an
+//! AVX2+FMA+F16C twin that performs the same arithmetic in the same order, so the two agree
+//! bit for bit (tests check this). The order is fixed per type:
+//!
+//! * float types (F32/F16/BF16): 32 partial sums (element `k` goes to sum `k % 32`, product
+//!   then add, no fused multiply-add), reduced as `s[l] = (p[l]+p[l+8]) + (p[l+16]+p[l+24])`,
+//!   then [`hsum8`]; a tail of fewer than 32 values is summed in order and added last.
+//! * Q4_0: see [`dot_q4_0_scalar`] (blocks in pairs, 4 lanes per block).
+//! * Q5_0, Q8_0 (× 32-value activation blocks): integer sums over each 4 consecutive
+//!   values of a block give 8 lanes; lane `l` of accumulator `b % 2` accumulates
+//!   `acc[b % 2][l] += (dw·dy) · isum[l]` (product then add) over the blocks `b` in order;
+//!   the result is [`hsum8`] of `acc[0][l] + acc[1][l]`.
+//! * Q4_1, Q5_1: as above, plus a separate in-order sum of `m · (dy·Σqy)`, added after [`hsum8`].
+//! * Q4_K, Q5_K, Q6_K (× 256-value blocks): per super-block the whole integer sum (scales and
+//!   the Q6_K offset included) and the integer min correction are exact; the float sum runs over
+//!   super-blocks in order: `s = s + (dw·dy)·isum` then (Q4_K/Q5_K) `s = s - (dmin·dy)·imin`.
+//!
+//! The AVX2 kernels also come in multi-row forms for prefill (4 activation rows for the
+//! quantised types, 2 for the float types) that share the weight unpacking and loads; each
+//! row's arithmetic is exactly the single-row kernel's. They prefetch ~1 KB ahead of the
+//! weight bytes they read (a hint; it never changes values).
+
+use crate::act::ActRow;
+use crate::quants::{f16_at, scale_min_k4};
+use half::{bf16, f16};
+
+/// The fixed 8-lane reduction tree (the same as ggml's `hsum_float_8`).
+#[inline(always)]
+pub(crate) fn hsum8(a: &[f32; 8]) -> f32 {
+    let s = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+#[inline(always)]
+fn reduce32(p: &[f32; 32]) -> f32 {
+    let mut s = [0f32; 8];
+    for l in 0..8 {
+        s[l] = (p[l] + p[l + 8]) + (p[l + 16] + p[l + 24]);
+    }
+    hsum8(&s)
+}
+
+// ------------------------------------------------------------------ scalar definitions
+
+/// Float dot product in the fixed order described above; `w(k)` yields weight `k` as f32.
+#[inline(always)]
+fn dot_float_scalar(len: usize, w: impl Fn(usize) -> f32, x: &[f32]) -> f32 {
+    let n32 = len / 32 * 32;
+    let mut p = [0f32; 32];
+    for c in (0..n32).step_by(32) {
+        for l in 0..32 {
+            p[l] += w(c + l) * x[c + l];
+        }
+    }
+    let mut tail = 0f32;
+    for k in n32..len {
+        tail += w(k) * x[k];
+    }
+    reduce32(&p) + tail
+}
+
+pub(crate) fn dot_f32b_scalar(w: &[u8], x: &[f32]) -> f32 {
+    dot_float_scalar(
+        x.len(),
+        |k| f32::from_le_bytes([w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]]),
+        x,
+    )
+}
+
+pub(crate) fn dot_f16_scalar(w: &[u8], x: &[f32]) -> f32 {
+    dot_float_scalar(
+        x.len(),
+        |k| f16::from_le_bytes([w[2 * k], w[2 * k + 1]]).to_f32(),
+        x,
+    )
+}
+
+pub(crate) fn dot_bf16_scalar(w: &[u8], x: &[f32]) -> f32 {
+    dot_float_scalar(
+        x.len(),
+        |k| bf16::from_le_bytes([w[2 * k], w[2 * k + 1]]).to_f32(),
+        x,
+    )
+}
+
+/// Lane sums of a 32-value block: `isum[l] = Σ_{k=4l}^{4l+3} qw[k]·qy[k]`.
+#[inline(always)]
+fn lanes32(qw: &[i32; 32], qy: &[i8]) -> [i32; 8] {
+    let mut s = [0i32; 8];
+    for l in 0..8 {
+        for k in 4 * l..4 * l + 4 {
+            s[l] += qw[k] * qy[k] as i32;
+        }
+    }
+    s
+}
+
+/// Shared loop of the 32-value types: `unpack(block) -> (dw, mw, q[32])`.
+#[inline(always)]
+fn dot_q32_scalar(
+    w: &[u8],
+    bb: usize,
+    a: &ActRow,
+    with_min: bool,
+    unpack: impl Fn(&[u8]) -> (f32, f32, [i32; 32]),
+) -> f32 {
+    let mut acc = [[0f32; 8]; 2];
+    let mut summ = 0f32;
+    for (b, blk) in w.chunks_exact(bb).enumerate() {
+        let (dw, mw, q) = unpack(blk);
+        let d = dw * a.d[b];
+        let s = lanes32(&q, &a.qs[32 * b..32 * b + 32]);
+        for l in 0..8 {
+            acc[b & 1][l] += d * s[l] as f32;
+        }
+        if with_min {
+            summ += mw * a.ds[b];
+        }
+    }
+    let mut lanes = [0f32; 8];
+    for l in 0..8 {
+        lanes[l] = acc[0][l] + acc[1][l];
+    }
+    if with_min {
+        hsum8(&lanes) + summ
+    } else {
+        hsum8(&lanes)
+    }
+}
+
+fn unpack_q4(qs: &[u8], off: i32) -> [i32; 32] {
+    let mut q = [0i32; 32];
+    for j in 0..16 {
+        q[j] = (qs[j] & 0xF) as i32 - off;
+        q[j + 16] = (qs[j] >> 4) as i32 - off;
+    }
+    q
+}
+
+fn unpack_q5(qh: &[u8], qs: &[u8], off: i32) -> [i32; 32] {
+    let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let mut q = [0i32; 32];
+    for j in 0..16 {
+        q[j] = ((qs[j] & 0xF) as i32 | (((h >> j) & 1) << 4) as i32) - off;
+        q[j + 16] = ((qs[j] >> 4) as i32 | (((h >> (j + 16)) & 1) << 4) as i32) - off;
+    }
+    q
+}
+
+/// Q4_0 uses its own lane layout (the SIMD path processes blocks in pairs): lane `l < 4` of
+/// block `b` sums the values `{4l..4l+4} ∪ {16+4l..16+4l+4}`; even blocks accumulate into
+/// lanes 0..4 and odd blocks into lanes 4..8 (`acc[4·(b%2) + l] += (dw·dy) · isum[l]`); a
+/// lone last block adds `+0.0` to lanes 4..8; the result is [`hsum8`] of the 8 lanes.
+pub(crate) fn dot_q4_0_scalar(w: &[u8], a: &ActRow) -> f32 {
+    let mut acc = [0f32; 8];
+    let nb = w.len() / 18;
+    for (b, blk) in w.chunks_exact(18).enumerate() {
+        let d = f16_at(blk, 0) * a.d[b];
+        let q = unpack_q4(&blk[2..18], 8);
+        let y = &a.qs[32 * b..32 * b + 32];
+        let h = 4 * (b & 1);
+        for l in 0..4 {
+            let mut s = 0i32;
+            for j in 4 * l..4 * l + 4 {
+                s += q[j] * y[j] as i32 + q[16 + j] * y[16 + j] as i32;
+            }
+            acc[h + l] += d * s as f32;
+        }
+    }
+    if nb % 2 == 1 {
+        for v in &mut acc[4..] {
+            *v += 0.0;
+        }
+    }
+    hsum8(&acc)
+}
+
+pub(crate) fn dot_q4_1_scalar(w: &[u8], a: &ActRow) -> f32 {
+    dot_q32_scalar(w, 20, a, true, |b| {
+        (f16_at(b, 0), f16_at(b, 2), unpack_q4(&b[4..20], 0))
+    })
+}
+
+pub(crate) fn dot_q5_0_scalar(w: &[u8], a: &ActRow) -> f32 {
+    dot_q32_scalar(w, 22, a, false, |b| {
+        (f16_at(b, 0), 0.0, unpack_q5(&b[2..6], &b[6..22], 16))
+    })
+}
+
+pub(crate) fn dot_q5_1_scalar(w: &[u8], a: &ActRow) -> f32 {
+    dot_q32_scalar(w, 24, a, true, |b| {
+        (
+            f16_at(b, 0),
+            f16_at(b, 2),
+            unpack_q5(&b[4..8], &b[8..24], 0),
+        )
+    })
+}
+
+pub(crate) fn dot_q8_0_scalar(w: &[u8], a: &ActRow) -> f32 {
+    dot_q32_scalar(w, 34, a, false, |b| {
+        let mut q = [0i32; 32];
+        for j in 0..32 {
+            q[j] = b[2 + j] as i8 as i32;
+        }
+        (f16_at(b, 0), 0.0, q)
+    })
+}
+
+/// Integer min correction of a Q4_K/Q5_K super-block: `Σ_j m_j · Σ_{sub-block j} qy`.
+#[inline(always)]
+fn kmins(scales: &[u8], bsum: &[i16]) -> ([i32; 8], i32) {
+    let mut sc = [0i32; 8];
+    let mut imin = 0i32;
+    for j in 0..8 {
+        let (s, m) = scale_min_k4(j, scales);
+        sc[j] = s as i32;
+        imin += m as i32 * (bsum[2 * j] as i32 + bsum[2 * j + 1] as i32);
+    }
+    (sc, imin)
+}
+
+pub(crate) fn dot_q4_k_scalar(w: &[u8], a: &ActRow) -> f32 {
+    let mut sum = 0f32;
+    for (i, b) in w.chunks_exact(144).enumerate() {
+        let qy = &a.qs[256 * i..256 * i + 256];
+        let (sc, imin) = kmins(&b[4..16], &a.bsum[16 * i..16 * i + 16]);
+        let qs = &b[16..144];
+        let mut isum = 0i32;
+        for c in 0..4 {
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                lo += (qs[32 * c + l] & 0xF) as i32 * qy[64 * c + l] as i32;
+                hi += (qs[32 * c + l] >> 4) as i32 * qy[64 * c + 32 + l] as i32;
+            }
+            isum += sc[2 * c] * lo + sc[2 * c + 1] * hi;
+        }
+        sum += f16_at(b, 0) * a.d[i] * isum as f32;
+        sum -= f16_at(b, 2) * a.d[i] * imin as f32;
+    }
+    sum
+}
+
+pub(crate) fn dot_q5_k_scalar(w: &[u8], a: &ActRow) -> f32 {
+    let mut sum = 0f32;
+    for (i, b) in w.chunks_exact(176).enumerate() {
+        let qy = &a.qs[256 * i..256 * i + 256];
+        let (sc, imin) = kmins(&b[4..16], &a.bsum[16 * i..16 * i + 16]);
+        let qh = &b[16..48];
+        let qs = &b[48..176];
+        let mut isum = 0i32;
+        for c in 0..4 {
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for l in 0..32 {
+                let h0 = ((qh[l] >> (2 * c)) & 1) << 4;
+                let h1 = ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                lo += ((qs[32 * c + l] & 0xF) | h0) as i32 * qy[64 * c + l] as i32;
+                hi += ((qs[32 * c + l] >> 4) | h1) as i32 * qy[64 * c + 32 + l] as i32;
+            }
+            isum += sc[2 * c] * lo + sc[2 * c + 1] * hi;
+        }
+        sum += f16_at(b, 0) * a.d[i] * isum as f32;
+        sum -= f16_at(b, 2) * a.d[i] * imin as f32;
+    }
+    sum
+}
+
+/// Q6_K super-block unsigned values (0..63) in element order.
+#[inline(always)]
+fn unpack_q6(b: &[u8]) -> [i32; 256] {
+    let mut q = [0i32; 256];
+    for h in 0..2 {
+        let ql = &b[64 * h..64 * h + 64];
+        let qh = &b[128 + 32 * h..128 + 32 * h + 32];
+        for l in 0..32 {
+            q[128 * h + l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32;
+            q[128 * h + 32 + l] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32;
+            q[128 * h + 64 + l] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32;
+            q[128 * h + 96 + l] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32;
+        }
+    }
+    q
+}
+
+pub(crate) fn dot_q6_k_scalar(w: &[u8], a: &ActRow) -> f32 {
+    let mut sum = 0f32;
+    for (i, b) in w.chunks_exact(210).enumerate() {
+        let qy = &a.qs[256 * i..256 * i + 256];
+        let bs = &a.bsum[16 * i..16 * i + 16];
+        let q = unpack_q6(b);
+        let mut isum = 0i32;
+        let mut ioff = 0i32;
+        for g in 0..16 {
+            let sc = b[192 + g] as i8 as i32;
+            let mut s = 0i32;
+            for k in 16 * g..16 * g + 16 {
+                s += q[k] * qy[k] as i32;
+            }
+            isum += sc * s;
+            ioff += sc * bs[g] as i32;
+        }
+        let isum = isum - 32 * ioff;
+        sum += f16_at(b, 208) * a.d[i] * isum as f32;
+    }
+    sum
+}
+
+// ------------------------------------------------------------------ AVX2 twins
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    //! AVX2 + FMA + F16C versions. Callers must have checked the CPU features
+    //! (see [`crate::kernels::has_avx2`]); every function is `unsafe` for that reason only.
+    //! All memory accesses are unaligned loads from slices whose lengths the callers checked.
+    use super::ActRow;
+    use core::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn f16_to_f32(p: *const u8) -> f32 {
+        // SAFETY: reads 2 bytes at `p`, which the caller guarantees are in bounds.
+        let bits = (p as *const u16).read_unaligned();
+        // A broadcast (not an insert into an undefined register) avoids a false dependency
+        // on whatever register LLVM picks, which serialised the block loop.
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(bits as i16)))
+    }
+
+    /// Prefetch hint for `lines` cache lines starting `dist` bytes past `p` (hints never fault,
+    /// and the address is formed with wrapping arithmetic, so running past the end is fine).
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8, dist: usize, lines: usize) {
+        for l in 0..lines {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(dist + 64 * l) as *const i8);
+        }
+    }
+
+    /// How far ahead of the current weight bytes the kernels prefetch.
+    const PF_DIST: usize = 1152;
+
+    #[inline(always)]
+    unsafe fn hsum8_ps(v: __m256) -> f32 {
+        let r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    #[inline(always)]
+    unsafe fn hsum_i32(a: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// Signed i8 × i8 products summed over each 4 consecutive bytes (8 i32 lanes).
+    /// `y` must not contain -128 (activations are in -127..=127).
+    #[inline(always)]
+    unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    }
+
+    /// Unsigned u8 (≤ 127) × i8 products summed over each 4 consecutive bytes.
+    #[inline(always)]
+    unsafe fn mul_sum_u8(x: __m256i, y: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+    }
+
+    /// 32 nibbles of 16 bytes: low nibbles then high nibbles, as bytes 0..15.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        let t = _mm_loadu_si128(p as *const __m128i);
+        let v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+        _mm256_and_si256(v, _mm256_set1_epi8(0xF))
+    }
+
+    /// Byte `j` = 0xFF if bit `j` of the 32-bit little-endian word at `p` is set, else 0.
+    #[inline(always)]
+    unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+        let x = (p as *const u32).read_unaligned();
+        let shuf = _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0x0000000000000000,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
+
+    const Q4_0: u8 = 0;
+    const Q4_1: u8 = 1;
+    const Q5_0: u8 = 2;
+    const Q5_1: u8 = 3;
+    const Q8_0: u8 = 4;
+
+    /// The 32 weights of a block as bytes in element order (signed for Q4_0/Q5_0/Q8_0,
+    /// unsigned for Q4_1/Q5_1).
+    #[inline(always)]
+    unsafe fn unpack32<const T: u8>(p: *const u8) -> __m256i {
+        match T {
+            // Q4_0/Q5_0 stay unsigned here; the offset (8 or 16 times the activation sums)
+            // is subtracted from the integer lane sums, which keeps them exact.
+            Q4_0 => nibbles(p.add(2)),
+            Q4_1 => nibbles(p.add(4)),
+            Q5_0 => {
+                let hi = _mm256_and_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0x10));
+                _mm256_or_si256(nibbles(p.add(6)), hi)
+            }
+            Q5_1 => {
+                let hi = _mm256_and_si256(bits_to_bytes(p.add(4)), _mm256_set1_epi8(0x10));
+                _mm256_or_si256(nibbles(p.add(8)), hi)
+            }
+            _ => _mm256_loadu_si256(p.add(2) as *const __m256i),
+        }
+    }
+
+    /// Integer lane sums of one block with unpacked weights `qx`: `Σ_{4 values} q·y`, with the
+    /// signed weights of Q4_0/Q5_0 recovered from their unsigned storage by subtracting
+    /// `8·Σy` or `16·Σy`.
+    #[inline(always)]
+    unsafe fn lanes<const T: u8>(qx: __m256i, a: &ActRow, b: usize) -> __m256i {
+        // SAFETY: block `b` lies inside `a.qs` and `a.lsum8` (checked by the caller).
+        let qy = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
+        match T {
+            Q8_0 => mul_sum_i8(qx, qy),
+            Q4_0 | Q5_0 => {
+                let s = mul_sum_u8(qx, qy);
+                let l8 = _mm256_loadu_si256(a.lsum8.as_ptr().add(8 * b) as *const __m256i);
+                let off = if T == Q4_0 {
+                    l8
+                } else {
+                    _mm256_slli_epi32(l8, 1)
+                };
+                _mm256_sub_epi32(s, off)
+            }
+            _ => mul_sum_u8(qx, qy),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rd16(p: *const u8) -> i16 {
+        (p as *const i16).read_unaligned()
+    }
+
+    /// Four f16 values at `p`, `p + stride`, ... as f32.
+    #[inline(always)]
+    unsafe fn f16x4(p: *const u8, stride: usize) -> __m128 {
+        _mm_cvtph_ps(_mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            rd16(p.add(3 * stride)),
+            rd16(p.add(2 * stride)),
+            rd16(p.add(stride)),
+            rd16(p),
+        ))
+    }
+
+    /// One weight row against `NT` activation rows. Each token's arithmetic is exactly that
+    /// of the single-token kernel (NT = 1); only the weight unpacking is shared.
+    #[inline(always)]
+    unsafe fn dot_q32<const T: u8, const NT: usize>(
+        w: &[u8],
+        bb: usize,
+        a: &[ActRow; NT],
+    ) -> [f32; NT] {
+        let nb = w.len() / bb;
+        for r in a {
+            assert!(
+                w.len() == nb * bb
+                    && r.d.len() == nb
+                    && r.qs.len() == nb * 32
+                    && r.ds.len() == nb
+                    && r.lsum8.len() == nb * 8
+            );
+        }
+        let with_min = T == Q4_1 || T == Q5_1;
+        let mut acc0 = [_mm256_setzero_ps(); NT];
+        let mut acc1 = [_mm256_setzero_ps(); NT];
+        let mut summ = [0f32; NT];
+        let wp = w.as_ptr();
+        let mut b = 0;
+        // Four blocks per step: their f16 scales are converted and multiplied by the
+        // activation scales as one vector (the same per-lane f32 products as one at a time);
+        // blocks alternate between the two accumulators as in the scalar definition.
+        while b + 4 <= nb {
+            // SAFETY: blocks b..b+4 lie inside `w` and every activation row (asserted above).
+            let blk = wp.add(b * bb);
+            prefetch(blk, PF_DIST, (4 * bb).div_ceil(64));
+            let dw = f16x4(blk, bb);
+            let qx = [
+                unpack32::<T>(blk),
+                unpack32::<T>(blk.add(bb)),
+                unpack32::<T>(blk.add(2 * bb)),
+                unpack32::<T>(blk.add(3 * bb)),
+            ];
+            let mw = if with_min {
+                f16x4(blk.add(2), bb)
+            } else {
+                _mm_setzero_ps()
+            };
+            for t in 0..NT {
+                let at = &a[t];
+                let dd = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_loadu_ps(at.d.as_ptr().add(b))));
+                let d0 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(0));
+                let d1 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(1));
+                let d2 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(2));
+                let d3 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(3));
+                let s0 = _mm256_cvtepi32_ps(lanes::<T>(qx[0], at, b));
+                let s1 = _mm256_cvtepi32_ps(lanes::<T>(qx[1], at, b + 1));
+                let s2 = _mm256_cvtepi32_ps(lanes::<T>(qx[2], at, b + 2));
+                let s3 = _mm256_cvtepi32_ps(lanes::<T>(qx[3], at, b + 3));
+                acc0[t] = _mm256_add_ps(acc0[t], _mm256_mul_ps(d0, s0));
+                acc1[t] = _mm256_add_ps(acc1[t], _mm256_mul_ps(d1, s1));
+                acc0[t] = _mm256_add_ps(acc0[t], _mm256_mul_ps(d2, s2));
+                acc1[t] = _mm256_add_ps(acc1[t], _mm256_mul_ps(d3, s3));
+                if with_min {
+                    let mut pm = [0f32; 4];
+                    _mm_storeu_ps(
+                        pm.as_mut_ptr(),
+                        _mm_mul_ps(mw, _mm_loadu_ps(at.ds.as_ptr().add(b))),
+                    );
+                    for v in pm {
+                        summ[t] += v;
+                    }
+                }
+            }
+            b += 4;
+        }
+        while b < nb {
+            // SAFETY: block `b` lies inside `w` and the activation arrays.
+            let blk = wp.add(b * bb);
+            let dw = f16_to_f32(blk);
+            let qx = unpack32::<T>(blk);
+            for t in 0..NT {
+                let at = &a[t];
+                let d = _mm256_set1_ps(dw * *at.d.as_ptr().add(b));
+                let s = _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes::<T>(qx, at, b)));
+                if b & 1 == 0 {
+                    acc0[t] = _mm256_add_ps(acc0[t], s);
+                } else {
+                    acc1[t] = _mm256_add_ps(acc1[t], s);
+                }
+                if with_min {
+                    summ[t] += f16_to_f32(blk.add(2)) * *at.ds.as_ptr().add(b);
+                }
+            }
+            b += 1;
+        }
+        let mut out = [0f32; NT];
+        for t in 0..NT {
+            let acc = hsum8_ps(_mm256_add_ps(acc0[t], acc1[t]));
+            out[t] = if with_min { acc + summ[t] } else { acc };
+        }
+        out
+    }
+
+    macro_rules! q32_entry {
+        ($($name:ident = $t:ident, $bb:expr;)*) => {$(
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(crate) unsafe fn $name<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+                dot_q32::<$t, NT>(w, $bb, a)
+            }
+        )*};
+    }
+    q32_entry! {
+        dot_q4_1 = Q4_1, 20;
+        dot_q5_0 = Q5_0, 22;
+        dot_q5_1 = Q5_1, 24;
+        dot_q8_0 = Q8_0, 34;
+    }
+
+    /// Integer lane sums of a Q4_0 block pair (see `dot_q4_0_scalar`): unsigned nibbles
+    /// `lo`/`hi` against the pair-interleaved activations at `y`, minus `8·Σy` from `l8`.
+    #[inline(always)]
+    unsafe fn q4_0_pair(lo: __m256i, hi: __m256i, y: *const i8, l8: *const i32) -> __m256i {
+        let yl = _mm256_loadu_si256(y as *const __m256i);
+        let yh = _mm256_loadu_si256(y.add(32) as *const __m256i);
+        // |pair sums| <= 2·15·127 each, so the 16-bit sum of both cannot overflow.
+        let s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, yl), _mm256_maddubs_epi16(hi, yh));
+        let s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        _mm256_sub_epi32(s32, _mm256_loadu_si256(l8 as *const __m256i))
+    }
+
+    /// Q4_0 row against `NT` activation rows, two blocks per 256-bit vector.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_q4_0<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        let nb = w.len() / 18;
+        let np = nb.div_ceil(2);
+        for r in a {
+            assert!(
+                w.len() == nb * 18
+                    && r.d.len() == nb
+                    && r.qsp.len() == np * 64
+                    && r.lsum8x.len() == np * 8
+            );
+        }
+        let m4 = _mm256_set1_epi8(0xF);
+        let idx0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        let idx1 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+        let mut acc = [_mm256_setzero_ps(); NT];
+        let wp = w.as_ptr();
+        let mut b = 0;
+        // Scales of up to 64 blocks (whole groups of 4) are converted ahead of the main loop:
+        // gathering them inside it put a long f16 → f32 chain in front of every block.
+        let mut dwf = [0f32; 64];
+        while b + 4 <= nb {
+            let cnt = ((nb - b) / 4 * 4).min(64);
+            let mut dws = [0u16; 64];
+            for (j, v) in dws[..cnt].iter_mut().enumerate() {
+                // SAFETY: block b + j < nb lies inside `w`.
+                *v = (wp.add((b + j) * 18) as *const u16).read_unaligned();
+            }
+            for j in (0..cnt).step_by(8) {
+                // SAFETY: j + 8 <= 64 for both stack buffers.
+                let h = _mm_loadu_si128(dws.as_ptr().add(j) as *const __m128i);
+                _mm256_storeu_ps(dwf.as_mut_ptr().add(j), _mm256_cvtph_ps(h));
+            }
+            let b0 = b;
+            while b < b0 + cnt {
+                // SAFETY: blocks b..b+4 lie inside `w`; pairs b/2 and b/2+1 inside every row.
+                let blk = wp.add(b * 18);
+                prefetch(blk, PF_DIST, 2);
+                let dw = _mm_loadu_ps(dwf.as_ptr().add(b - b0));
+                let ld = |o: usize| _mm_loadu_si128(blk.add(o) as *const __m128i);
+                let v0 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(2)), ld(20));
+                let v1 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(38)), ld(56));
+                let lo0 = _mm256_and_si256(v0, m4);
+                let hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+                let lo1 = _mm256_and_si256(v1, m4);
+                let hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+                let p = b / 2;
+                for t in 0..NT {
+                    let at = &a[t];
+                    let dd =
+                        _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_loadu_ps(at.d.as_ptr().add(b))));
+                    let y = at.qsp.as_ptr().add(64 * p);
+                    let l8 = at.lsum8x.as_ptr().add(8 * p);
+                    let s0 = _mm256_cvtepi32_ps(q4_0_pair(lo0, hi0, y, l8));
+                    let s1 = _mm256_cvtepi32_ps(q4_0_pair(lo1, hi1, y.add(64), l8.add(8)));
+                    let d0 = _mm256_permutevar8x32_ps(dd, idx0);
+                    let d1 = _mm256_permutevar8x32_ps(dd, idx1);
+                    acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(d0, s0));
+                    acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(d1, s1));
+                }
+                b += 4;
+            }
+        }
+        while b < nb {
+            // SAFETY: block b (and b+1 when present) lie inside `w`; pair b/2 inside every row.
+            let blk = wp.add(b * 18);
+            let two = b + 1 < nb;
+            let first = _mm_loadu_si128(blk.add(2) as *const __m128i);
+            let second = if two {
+                _mm_loadu_si128(blk.add(20) as *const __m128i)
+            } else {
+                _mm_setzero_si128()
+            };
+            let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(first), second);
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            let dw0 = f16_to_f32(blk);
+            let dw1 = if two { f16_to_f32(blk.add(18)) } else { 0.0 };
+            let p = b / 2;
+            for t in 0..NT {
+                let at = &a[t];
+                let d0 = dw0 * *at.d.as_ptr().add(b);
+                // A lone last block: +0.0 · 0 adds +0.0 to the upper lanes, as the scalar code.
+                let d1 = if two {
+                    dw1 * *at.d.as_ptr().add(b + 1)
+                } else {
+                    0.0
+                };
+                let dv = _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1);
+                let y = at.qsp.as_ptr().add(64 * p);
+                let l8 = at.lsum8x.as_ptr().add(8 * p);
+                let s = _mm256_cvtepi32_ps(q4_0_pair(lo, hi, y, l8));
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dv, s));
+            }
+            b += 2;
+        }
+        let mut out = [0f32; NT];
+        for t in 0..NT {
+            out[t] = hsum8_ps(acc[t]);
+        }
+        out
+    }
+
+    /// The 8 six-bit scales (bytes 0..8) and mins (bytes 8..16) of a Q4_K/Q5_K super-block,
+    /// unpacked from its 12 scale bytes (ggml's `utmp` trick; equals `scale_min_k4`).
+    #[inline(always)]
+    pub(crate) fn unpack_scales_k4(q: &[u8]) -> [u32; 4] {
+        const KMASK1: u32 = 0x3f3f3f3f;
+        const KMASK2: u32 = 0x0f0f0f0f;
+        const KMASK3: u32 = 0x03030303;
+        let mut u = [
+            u32::from_le_bytes([q[0], q[1], q[2], q[3]]),
+            u32::from_le_bytes([q[4], q[5], q[6], q[7]]),
+            u32::from_le_bytes([q[8], q[9], q[10], q[11]]),
+            0,
+        ];
+        u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+        let uaux = u[1] & KMASK1;
+        u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+        u[2] = uaux;
+        u[0] &= KMASK1;
+        u
+    }
+
+    /// Scale vector (8 scales as i16 in both 128-bit halves) and mins (8 × i16) of a
+    /// Q4_K/Q5_K super-block.
+    #[inline(always)]
+    unsafe fn k4_scales(blk: &[u8]) -> (__m256i, __m128i) {
+        let u = unpack_scales_k4(&blk[4..16]);
+        let sc = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, u[1] as i32, u[0] as i32));
+        let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, u[3] as i32, u[2] as i32));
+        (_mm256_broadcastsi128_si256(sc), mins)
+    }
+
+    /// Exact integer min correction `Σ_j m_j · Σ_{sub-block j} y` of super-block `i`.
+    #[inline(always)]
+    unsafe fn k4_imin(mins: __m128i, a: &ActRow, i: usize) -> i32 {
+        // SAFETY: the caller checked a.bsum32 holds 8 sums per super-block.
+        let bs = _mm_loadu_si128(a.bsum32.as_ptr().add(8 * i) as *const __m128i);
+        let p = _mm_madd_epi16(mins, bs);
+        let p = _mm_add_epi32(p, _mm_unpackhi_epi64(p, p));
+        let p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0b10_11_00_01));
+        _mm_cvtsi128_si32(p)
+    }
+
+    /// Broadcast i16 word `j` of each 128-bit half.
+    #[inline(always)]
+    unsafe fn word(v: __m256i, j: usize) -> __m256i {
+        let m = (((2 * j + 1) << 8) | (2 * j)) as i16;
+        _mm256_shuffle_epi8(v, _mm256_set1_epi16(m))
+    }
+
+    /// Q4_K (`HI5 = false`) or Q5_K (`HI5 = true`) row against `NT` activation rows.
+    #[inline(always)]
+    unsafe fn dot_k4<const HI5: bool, const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        let bb = if HI5 { 176 } else { 144 };
+        let nb = w.len() / bb;
+        for r in a {
+            assert!(
+                w.len() == nb * bb
+                    && r.d.len() == nb
+                    && r.qs.len() == nb * 256
+                    && r.bsum32.len() == nb * 8
+            );
+        }
+        let m4 = _mm256_set1_epi8(0xF);
+        let one = _mm256_set1_epi8(1);
+        let mut sum = [0f32; NT];
+        for i in 0..nb {
+            let blk = w.get_unchecked(bb * i..bb * i + bb);
+            prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
+            let (sc, mins) = k4_scales(blk);
+            // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
+            let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
+            let mut hbits = if HI5 {
+                _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            let mut sumi = [_mm256_setzero_si256(); NT];
+            for c in 0..4 {
+                let bits = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
+                let mut lo = _mm256_and_si256(bits, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if HI5 {
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4);
+                    let h1 =
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4);
+                    hbits = _mm256_srli_epi16(hbits, 2);
+                    lo = _mm256_or_si256(lo, h0);
+                    hi = _mm256_or_si256(hi, h1);
+                }
+                let (slo, shi) = (word(sc, 2 * c), word(sc, 2 * c + 1));
+                for t in 0..NT {
+                    let qy = a[t].qs.as_ptr().add(256 * i);
+                    let ylo = _mm256_loadu_si256(qy.add(64 * c) as *const __m256i);
+                    let yhi = _mm256_loadu_si256(qy.add(64 * c + 32) as *const __m256i);
+                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), slo);
+                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), shi);
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
+                }
+            }
+            let d = f16_to_f32(blk.as_ptr());
+            let dmin = f16_to_f32(blk.as_ptr().add(2));
+            for t in 0..NT {
+                let isum = hsum_i32(sumi[t]);
+                let imin = k4_imin(mins, &a[t], i);
+                let dy = *a[t].d.get_unchecked(i);
+                sum[t] += d * dy * isum as f32;
+                sum[t] -= dmin * dy * imin as f32;
+            }
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_q4_k<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        dot_k4::<false, NT>(w, a)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_q5_k<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        dot_k4::<true, NT>(w, a)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_q6_k<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        let nb = w.len() / 210;
+        for r in a {
+            assert!(
+                w.len() == nb * 210
+                    && r.d.len() == nb
+                    && r.qs.len() == nb * 256
+                    && r.bsum.len() == nb * 16
+            );
+        }
+        let m4 = _mm256_set1_epi8(0xF);
+        let m3 = _mm256_set1_epi8(3);
+        let m30 = _mm256_set1_epi8(0x30);
+        let mut sum = [0f32; NT];
+        for i in 0..nb {
+            // SAFETY: offsets stay within this 210-byte block, the 256 activation bytes and
+            // the 16 activation sums of super-block i.
+            let p = w.as_ptr().add(210 * i);
+            prefetch(p, PF_DIST, 4);
+            let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+            let mut sumi = [_mm256_setzero_si256(); NT];
+            for t in 0..NT {
+                let bs = _mm256_loadu_si256(a[t].bsum.as_ptr().add(16 * i) as *const __m256i);
+                // −32 · Σ_g sc_g · Σ_{group g} y, exact.
+                sumi[t] =
+                    _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bs), 5));
+            }
+            for h in 0..2 {
+                let b1 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
+                let b2 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
+                let bh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+                let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m3), 4);
+                let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m3), 4);
+                let h2 = _mm256_and_si256(bh, m30);
+                let h3 = _mm256_and_si256(_mm256_srli_epi16(bh, 2), m30);
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(b1, m4), h0),
+                    _mm256_or_si256(_mm256_and_si256(b2, m4), h1),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3),
+                ];
+                // 8 scales of this half as i16 in both 128-bit halves.
+                let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(
+                    p.add(192 + 8 * h) as *const __m128i,
+                )));
+                for (j, qj) in q.iter().enumerate() {
+                    // low half: scale 2j, high half: scale 2j+1
+                    let lo = ((4 * j + 1) << 8 | (4 * j)) as i16;
+                    let hi = ((4 * j + 3) << 8 | (4 * j + 2)) as i16;
+                    let s = _mm256_shuffle_epi8(
+                        sc8,
+                        _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)),
+                    );
+                    for t in 0..NT {
+                        let y = _mm256_loadu_si256(
+                            a[t].qs.as_ptr().add(256 * i + 128 * h + 32 * j) as *const __m256i,
+                        );
+                        sumi[t] = _mm256_add_epi32(
+                            sumi[t],
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(*qj, y), s),
+                        );
+                    }
+                }
+            }
+            let d = f16_to_f32(p.add(208));
+            for t in 0..NT {
+                let isum = hsum_i32(sumi[t]);
+                sum[t] += d * *a[t].d.get_unchecked(i) * isum as f32;
+            }
+        }
+        sum
+    }
+
+    /// Float dot product with weights produced 8 at a time by `load(k)` (see module docs).
+    #[inline(always)]
+    unsafe fn dot_float(
+        len: usize,
+        (wp, esize): (*const u8, usize),
+        load: impl Fn(usize) -> __m256,
+        x: &[f32],
+        tail_w: impl Fn(usize) -> f32,
+    ) -> f32 {
+        let n32 = len / 32 * 32;
+        let xp = x.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut c = 0;
+        while c < n32 {
+            prefetch(wp.wrapping_add(c * esize), PF_DIST, esize / 2);
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: c + 8j + 8 <= n32 <= len = x.len().
+                let xv = _mm256_loadu_ps(xp.add(c + 8 * j));
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(load(c + 8 * j), xv));
+            }
+            c += 32;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut tail = 0f32;
+        for k in n32..len {
+            tail += tail_w(k) * x[k];
+        }
+        hsum8_ps(s) + tail
+    }
+
+    /// [`dot_float`] for two activation rows sharing each weight load; each result is
+    /// computed exactly as by `dot_float` alone.
+    #[inline(always)]
+    unsafe fn dot_float2(
+        len: usize,
+        (wp, esize): (*const u8, usize),
+        load: impl Fn(usize) -> __m256,
+        x: [&[f32]; 2],
+        tail_w: impl Fn(usize) -> f32,
+    ) -> [f32; 2] {
+        assert!(x[0].len() >= len && x[1].len() >= len);
+        let n32 = len / 32 * 32;
+        let (p0, p1) = (x[0].as_ptr(), x[1].as_ptr());
+        let mut a0 = [_mm256_setzero_ps(); 4];
+        let mut a1 = [_mm256_setzero_ps(); 4];
+        let mut c = 0;
+        while c < n32 {
+            prefetch(wp.wrapping_add(c * esize), PF_DIST, esize / 2);
+            for j in 0..4 {
+                // SAFETY: c + 8j + 8 <= n32 <= len <= both row lengths.
+                let wv = load(c + 8 * j);
+                a0[j] = _mm256_add_ps(a0[j], _mm256_mul_ps(wv, _mm256_loadu_ps(p0.add(c + 8 * j))));
+                a1[j] = _mm256_add_ps(a1[j], _mm256_mul_ps(wv, _mm256_loadu_ps(p1.add(c + 8 * j))));
+            }
+            c += 32;
+        }
+        let mut out = [0f32; 2];
+        for (t, a) in [a0, a1].iter().enumerate() {
+            let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+            let mut tail = 0f32;
+            for k in n32..len {
+                tail += tail_w(k) * x[t][k];
+            }
+            out[t] = hsum8_ps(s) + tail;
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_f32b_x2(w: &[u8], x: [&[f32]; 2]) -> [f32; 2] {
+        let len = w.len() / 4;
+        let wp = w.as_ptr();
+        // SAFETY: 4k + 32 <= w.len() for every k the loop passes.
+        dot_float2(
+            len,
+            (wp, 4),
+            |k| _mm256_loadu_ps(wp.add(4 * k) as *const f32),
+            x,
+            |k| f32::from_le_bytes([w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]]),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_f16_x2(w: &[u8], x: [&[f32]; 2]) -> [f32; 2] {
+        let len = w.len() / 2;
+        let wp = w.as_ptr();
+        // SAFETY: 2k + 16 <= w.len() for every k the loop passes.
+        dot_float2(
+            len,
+            (wp, 2),
+            |k| _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * k) as *const __m128i)),
+            x,
+            |k| half::f16::from_le_bytes([w[2 * k], w[2 * k + 1]]).to_f32(),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_bf16_x2(w: &[u8], x: [&[f32]; 2]) -> [f32; 2] {
+        let len = w.len() / 2;
+        let wp = w.as_ptr();
+        // SAFETY: 2k + 16 <= w.len() for every k the loop passes.
+        dot_float2(
+            len,
+            (wp, 2),
+            |k| {
+                let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(wp.add(2 * k) as *const __m128i));
+                _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+            },
+            x,
+            |k| half::bf16::from_le_bytes([w[2 * k], w[2 * k + 1]]).to_f32(),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_f32(a: &[f32], x: &[f32]) -> f32 {
+        debug_assert_eq!(a.len(), x.len());
+        let ap = a.as_ptr();
+        // SAFETY: k + 8 <= a.len() for every k the loop passes.
+        dot_float(
+            x.len(),
+            (ap as *const u8, 4),
+            |k| _mm256_loadu_ps(ap.add(k)),
+            x,
+            |k| a[k],
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_f32b(w: &[u8], x: &[f32]) -> f32 {
+        debug_assert_eq!(w.len(), 4 * x.len());
+        let wp = w.as_ptr();
+        // SAFETY: 4k + 32 <= w.len() for every k the loop passes.
+        dot_float(
+            x.len(),
+            (wp, 4),
+            |k| _mm256_loadu_ps(wp.add(4 * k) as *const f32),
+            x,
+            |k| f32::from_le_bytes([w[4 * k], w[4 * k + 1], w[4 * k + 2], w[4 * k + 3]]),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        debug_assert_eq!(w.len(), 2 * x.len());
+        let wp = w.as_ptr();
+        // SAFETY: 2k + 16 <= w.len() for every k the loop passes.
+        dot_float(
+            x.len(),
+            (wp, 2),
+            |k| _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * k) as *const __m128i)),
+            x,
+            |k| half::f16::from_le_bytes([w[2 * k], w[2 * k + 1]]).to_f32(),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
+        debug_assert_eq!(w.len(), 2 * x.len());
+        let wp = w.as_ptr();
+        // SAFETY: 2k + 16 <= w.len() for every k the loop passes.
+        dot_float(
+            x.len(),
+            (wp, 2),
+            |k| {
+                let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(wp.add(2 * k) as *const __m128i));
+                _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+            },
+            x,
+            |k| half::bf16::from_le_bytes([w[2 * k], w[2 * k + 1]]).to_f32(),
+        )
+    }
+}
+
+/// Whether the AVX2+FMA+F16C kernels can run here (checked once).
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn utmp_unpack_matches_scale_min_k4() {
+        let mut s = 0x1234_5678u64;
+        for _ in 0..2000 {
+            let q: Vec<u8> = (0..12)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    s as u8
+                })
+                .collect();
+            let u = super::avx2::unpack_scales_k4(&q);
+            let bytes: Vec<u8> = u.iter().flat_map(|v| v.to_le_bytes()).collect();
+            for j in 0..8 {
+                let (sc, m) = crate::quants::scale_min_k4(j, &q);
+                assert_eq!((bytes[j], bytes[8 + j]), (sc, m));
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! matmul: SIMD vs scalar twins, batch/thread invariance, and accuracy against an f64 reference.
+#![allow(clippy::needless_range_loop)]
+
+use deepseek_tensor::{dequantize_row, matmul, matmul_scalar, quantize, DType, MatRef};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f(&mut self) -> f32 {
+        // roughly N(0,1): sum of uniforms
+        (0..4)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum::<f32>()
+            - 2.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+/// Weight bytes: quantised random values, or (for `raw`) random bytes with sane f16 scales.
+fn weights(t: DType, rows: usize, cols: usize, rng: &mut Rng, raw: bool) -> Vec<u8> {
+    if !raw || !t.is_quantized() {
+        return quantize(t, &rng.vec(rows * cols)).unwrap();
+    }
+    let mut b: Vec<u8> = (0..t.row_bytes(cols).unwrap() * rows)
+        .map(|_| rng.next() as u8)
+        .collect();
+    let f16_offsets: &[usize] = match t {
+        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => &[0],
+        DType::Q4_1 | DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q6_K => &[208],
+        _ => &[],
+    };
+    for blk in b.chunks_mut(t.block_bytes()) {
+        for &o in f16_offsets {
+            let v = half::f16::from_f32(rng.f() * 0.05);
+            blk[o..o + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    b
+}
+
+/// Column counts give 1, 3, 6, 7, 8, 24 and 16 blocks of 32 (every remainder of the 4-block
+/// and 2-block steps); K-quant types round them up to whole 256-value blocks.
+const SHAPES: [(usize, usize); 7] = [
+    (3, 32),
+    (5, 96),
+    (9, 192),
+    (5, 224),
+    (7, 256),
+    (13, 768),
+    (33, 512),
+];
+
+#[test]
+fn simd_matches_scalar_bit_exact() {
+    #[cfg(target_arch = "x86_64")]
+    let simd = is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    if !simd {
+        println!("SKIPPED (in effect): no AVX2+FMA+F16C here, matmul runs the scalar kernels");
+    }
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for t in DType::ALL {
+        for &(rows, cols) in &SHAPES {
+            for raw in [false, true] {
+                let cols = match t.block_size() {
+                    1 => cols + 3,
+                    bs => cols.next_multiple_of(bs),
+                };
+                let wb = weights(t, rows, cols, &mut rng, raw);
+                // Deliberately misaligned bytes, as from a memory-mapped file.
+                let mut buf = vec![0u8; wb.len() + 3];
+                buf[3..].copy_from_slice(&wb);
+                let w = MatRef::new(t, rows, cols, &buf[3..]).unwrap();
+                for n in [1, 3, 9] {
+                    let x = rng.vec(n * cols);
+                    let mut a = vec![0f32; n * rows];
+                    let mut b = vec![0f32; n * rows];
+                    matmul(&w, &x, n, &mut a).unwrap();
+                    matmul_scalar(&w, &x, n, &mut b).unwrap();
+                    for i in 0..a.len() {
+                        assert_eq!(
+                            a[i].to_bits(),
+                            b[i].to_bits(),
+                            "{t} {rows}x{cols} n={n} raw={raw} at {i}: {} vs {}",
+                            a[i],
+                            b[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_and_thread_invariance() {
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    for t in DType::ALL {
+        let rows = 37;
+        let cols = if t.block_size() == 256 { 512 } else { 480 };
+        let wb = weights(t, rows, cols, &mut rng, false);
+        let w = MatRef::new(t, rows, cols, &wb).unwrap();
+        let n = 21;
+        let x = rng.vec(n * cols);
+        let mut batched = vec![0f32; n * rows];
+        matmul(&w, &x, n, &mut batched).unwrap();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                for tok in 0..n {
+                    let mut one = vec![0f32; rows];
+                    matmul(&w, &x[tok * cols..(tok + 1) * cols], 1, &mut one).unwrap();
+                    for r in 0..rows {
+                        assert_eq!(
+                            one[r].to_bits(),
+                            batched[tok * rows + r].to_bits(),
+                            "{t} token {tok} row {r} threads {threads}"
+                        );
+                    }
+                }
+                // Same token batched with different neighbours.
+                let mut x2 = rng.vec(3 * cols);
+                x2[cols..2 * cols].copy_from_slice(&x[2 * cols..3 * cols]);
+                let mut out2 = vec![0f32; 3 * rows];
+                matmul(&w, &x2, 3, &mut out2).unwrap();
+                for r in 0..rows {
+                    assert_eq!(
+                        out2[rows + r].to_bits(),
+                        batched[2 * rows + r].to_bits(),
+                        "{t} neighbours row {r}"
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// Against dequantised weights · exact activations in f64. The activation is quantised to
+/// 8 bits for the quantised types, so the bound is relative to Σ|w·x| (≈ 1/127 of it, plus
+/// f32 rounding); float types must be close to f32 rounding.
+#[test]
+fn accurate_against_f64_reference() {
+    let mut rng = Rng(0x0bad_5eed_1234_4321);
+    for t in DType::ALL {
+        let (rows, cols) = (19, 1024);
+        let wb = weights(t, rows, cols, &mut rng, false);
+        let w = MatRef::new(t, rows, cols, &wb).unwrap();
+        let x = rng.vec(cols);
+        let mut out = vec![0f32; rows];
+        matmul(&w, &x, 1, &mut out).unwrap();
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            dequantize_row(&w, r, &mut row).unwrap();
+            let exact: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let mag: f64 = row
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
+            let tol = if t.is_quantized() {
+                0.01 * mag
+            } else {
+                1e-5 * mag
+            };
+            assert!(
+                (out[r] as f64 - exact).abs() <= tol,
+                "{t} row {r}: {} vs {exact} (mag {mag})",
+                out[r]
+            );
+        }
+    }
+}
+
+#[test]
+fn shape_errors() {
+    let wb = quantize(DType::Q4_0, &[0.5; 64]).unwrap();
+    let w = MatRef::new(DType::Q4_0, 2, 32, &wb).unwrap();
+    let mut out = vec![0f32; 2];
+    assert!(matmul(&w, &[0.0; 31], 1, &mut out).is_err());
+    assert!(matmul(&w, &[0.0; 32], 2, &mut out).is_err());
+    let bad = MatRef {
+        dtype: DType::Q4_0,
+        rows: 3,
+        cols: 32,
+        data: &wb,
+    };
+    assert!(matmul(&bad, &[0.0; 32], 1, &mut [0.0; 3]).is_err());
+    assert!(MatRef::new(DType::Q4_0, 2, 33, &wb).is_err());
+}
