@@ -7,8 +7,9 @@ For each model, starts llama.cpp's llama-server on a free loopback port, and for
 the prompt ids and greedy continuation from `deepseek run --temperature 0 --json`, then asks
 llama-server for its greedy continuation of the same ids. Prints one line per (model, prompt)
 with the number of matching leading tokens; where they part, it prints llama.cpp's top-2
-probability margin at that step (a near-tie explains a difference that is not a bug). Exits 1 if
-a continuation differs at a step where llama.cpp's own margin exceeds --margin.
+log-probability margin at that step (a near-tie explains a difference that is not a bug: the
+two engines round activations differently inside quantised products). Exits 1 if a continuation
+differs at a step where llama.cpp's own margin exceeds --margin.
 Builds nothing: run ../shared/bench/llamacpp-build.sh (or point --llama-bin at a llama.cpp build).
 """
 import argparse, json, os, socket, subprocess, sys, time, urllib.request
@@ -46,7 +47,8 @@ def main():
     ap.add_argument("--llama-bin", default=os.path.expanduser("~/.cache/deepseek-bench/llama.cpp/bin"))
     ap.add_argument("--deepseek", default="target/release/deepseek")
     ap.add_argument("-n", type=int, default=24)
-    ap.add_argument("--margin", type=float, default=0.01, help="top-2 probability margin below which a difference is a near-tie")
+    ap.add_argument("--margin", type=float, default=0.3,
+                    help="top-2 log-probability margin (nats) below which a difference is a near-tie")
     ap.add_argument("models", nargs="+")
     a = ap.parse_args()
     failed = False
@@ -62,26 +64,26 @@ def main():
                 if extra[-1] is None:
                     extra = extra[:-1] + [",".join(map(str, first_ids))]
                 out = subprocess.run([a.deepseek, "run", "--model", model, *extra, "--temperature", "0",
-                                      "-n", str(a.n), "--ignore-eos", "--json"], capture_output=True, text=True)
+                                      "-n", str(a.n), "--json"], capture_output=True, text=True)
                 if out.returncode != 0:
                     raise SystemExit(f"deepseek failed: {out.stderr.strip()}")
                 ours = json.loads(out.stdout)
                 first_ids = first_ids or ours["prompt_ids"]
                 r = post(port, "/completion", {"prompt": ours["prompt_ids"], "n_predict": a.n, "temperature": 0,
-                                               "top_k": 1, "ignore_eos": True, "return_tokens": True,
-                                               "cache_prompt": False, "n_probs": 2, "samplers": ["top_k"]})
+                                               "return_tokens": True, "cache_prompt": False})
                 theirs = r["tokens"]
+                mine = ours["ids"]
                 same = 0
-                while same < min(len(theirs), len(ours["ids"])) and theirs[same] == ours["ids"][same]:
+                while same < min(len(theirs), len(mine)) and theirs[same] == mine[same]:
                     same += 1
-                line = f"{os.path.basename(model)} {name}: {same}/{len(theirs)} tokens identical"
-                if same < len(theirs):
-                    probs = r.get("completion_probabilities", [])
-                    margin = None
-                    if same < len(probs) and len(probs[same].get("top_probs", [])) >= 2:
-                        tp = probs[same]["top_probs"]
-                        margin = tp[0]["prob"] - tp[1]["prob"]
-                    line += f"; first difference at step {same} (llama.cpp top-2 margin {margin})"
+                line = f"{os.path.basename(model)} {name}: {same}/{max(len(theirs), len(mine))} tokens identical"
+                if same < max(len(theirs), len(mine)):
+                    # llama.cpp's own two best log-probabilities at the step where the two part.
+                    p = post(port, "/completion", {"prompt": ours["prompt_ids"] + theirs[:same], "n_predict": 1,
+                                                   "temperature": 0, "cache_prompt": False, "n_probs": 2})
+                    top = p["completion_probabilities"][0]["top_logprobs"]
+                    margin = top[0]["logprob"] - top[1]["logprob"] if len(top) >= 2 else None
+                    line += f"; first difference at step {same} (llama.cpp top-2 log-probability margin {margin if margin is None else round(margin, 4)})"
                     if margin is None or margin > a.margin:
                         failed = True
                         line += "  <-- NOT a near-tie"

@@ -47,7 +47,7 @@ impl ModelArgs {
     /// Resolve the reference to a local folder or file, downloading it from the hub if needed.
     pub fn resolve(&self, positional: Option<&str>) -> anyhow::Result<PathBuf> {
         let r = self.reference(positional)?;
-        Ok(resolve_reference(&r, self.offline, self.refresh)?)
+        resolve_reference(&r, self.offline, self.refresh)
     }
 }
 

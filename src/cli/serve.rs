@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Do not reuse the KV cache of earlier requests that share the prompt's prefix.
     #[arg(long = "no-prefix-cache")]
     pub no_prefix_cache: bool,
+    /// On SIGTERM/SIGINT, seconds running requests may take to finish before they are cancelled.
+    #[arg(long = "shutdown-timeout", default_value_t = 10.0, value_name = "SECS")]
+    pub shutdown_timeout: f64,
 }
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
@@ -45,6 +48,12 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    if !(a.shutdown_timeout.is_finite() && (0.0..=86_400.0).contains(&a.shutdown_timeout)) {
+        anyhow::bail!(
+            "--shutdown-timeout: expected seconds in [0, 86400], found {}",
+            a.shutdown_timeout
+        );
+    }
     let reference = a.model.reference(None)?;
     let model_path = a.model.resolve(None)?;
     let model_id = a.alias.clone().unwrap_or_else(|| {
@@ -72,6 +81,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         cache_type: a.runtime.cache_type(),
         prefill_budget: a.prefill_chunk as usize,
         prefix_cache: !a.no_prefix_cache,
+        shutdown_grace: std::time::Duration::from_secs_f64(a.shutdown_timeout),
     };
     serve(config)
 }

@@ -218,7 +218,31 @@ pub fn run(
                 },
             };
             match cmd {
-                Command::Submit(job) => waiting.push_back(job),
+                Command::Submit(job) => {
+                    // A job the model cannot run fails alone instead of failing its batch.
+                    let vocab = model.config.vocab_size;
+                    let problem = if job.prompt.is_empty() {
+                        Some("the prompt is empty".to_string())
+                    } else if job.prompt.len() >= config.ctx_size {
+                        Some(format!(
+                            "the prompt has {} tokens but the context holds {}",
+                            job.prompt.len(),
+                            config.ctx_size
+                        ))
+                    } else {
+                        job.prompt
+                            .iter()
+                            .find(|&&t| t as usize >= vocab)
+                            .map(|t| format!("token id {t} is out of range ({vocab} ids)"))
+                    };
+                    match problem {
+                        Some(p) => {
+                            stats.queued.fetch_sub(1, Ordering::Relaxed);
+                            let _ = job.events.send(Event::Error(p));
+                        }
+                        None => waiting.push_back(job),
+                    }
+                }
                 Command::Shutdown => shutdown = true,
                 Command::CancelAll => {
                     for job in waiting.drain(..) {
@@ -538,4 +562,130 @@ fn finish(a: &mut Active, text: String, stats: &SchedulerStats) {
             decode_s: now.duration_since(prefill).as_secs_f64(),
         },
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::generate;
+    use crate::sampling::SamplingParams;
+    use std::path::Path;
+
+    fn opts(seed: u64, temperature: f32, max_tokens: usize) -> GenerateOptions {
+        GenerateOptions {
+            sampling: SamplingParams {
+                temperature,
+                seed,
+                ..SamplingParams::default()
+            },
+            max_tokens,
+            stop: vec![],
+            eos_ids: vec![],
+            ignore_eos: true,
+            top_logprobs: Some(2),
+        }
+    }
+
+    /// Sequences run together, with chunked prefill and prefix reuse, give what each gives
+    /// alone through `generate`.
+    #[test]
+    fn batched_equals_alone() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models/tiny-gqa");
+        let m = crate::loader::load(&dir, &Default::default()).expect("fixture model");
+        let prompts: Vec<Vec<u32>> = (0..5u32)
+            .map(|i| {
+                let mut p = vec![100000];
+                p.extend((0..(3 + i * 11)).map(|j| 500 + (j * 97 + i * 13) % 9000));
+                p
+            })
+            .collect();
+        // The last prompt extends the first: it may reuse the first's cache.
+        let mut prompts = prompts;
+        let mut ext = prompts[0].clone();
+        ext.extend([42, 43, 44]);
+        prompts.push(ext);
+        let options: Vec<GenerateOptions> = (0..prompts.len())
+            .map(|i| opts(7 + i as u64, if i % 2 == 0 { 0.0 } else { 0.9 }, 9))
+            .collect();
+
+        let alone: Vec<(Vec<u32>, String)> = prompts
+            .iter()
+            .zip(&options)
+            .map(|(p, o)| {
+                let mut cache = m.model.new_cache(128, CacheType::F32);
+                let mut cached = Vec::new();
+                let g = generate(
+                    &m.model,
+                    &m.tokenizer,
+                    &mut cache,
+                    &mut cached,
+                    p,
+                    o,
+                    &mut |_| true,
+                )
+                .expect("generate");
+                (g.ids, g.text)
+            })
+            .collect();
+
+        let config = SchedulerConfig {
+            parallel: 3,
+            ctx_size: 128,
+            cache_type: CacheType::F32,
+            prefill_budget: 5,
+            prefix_cache: true,
+        };
+        let stats = Arc::new(SchedulerStats::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut receivers = Vec::new();
+        for (i, (p, o)) in prompts.iter().zip(&options).enumerate() {
+            let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
+            stats.queued.fetch_add(1, Ordering::Relaxed);
+            tx.send(Command::Submit(Box::new(Job {
+                id: format!("t{i}"),
+                prompt: p.clone(),
+                opts: o.clone(),
+                arrived: Instant::now(),
+                events: etx,
+            })))
+            .expect("send");
+            receivers.push(erx);
+        }
+        tx.send(Command::Shutdown).expect("send");
+        let s2 = stats.clone();
+        std::thread::scope(|scope| {
+            scope.spawn(|| run(&m.model, &m.tokenizer, &config, rx, s2));
+        });
+        for (i, mut erx) in receivers.into_iter().enumerate() {
+            let (mut ids, mut text, mut lps) = (Vec::new(), String::new(), 0);
+            while let Some(ev) = erx.blocking_recv() {
+                match ev {
+                    Event::Token {
+                        id,
+                        text: t,
+                        logprob,
+                    } => {
+                        ids.push(id);
+                        text += &t;
+                        lps += logprob.is_some() as usize;
+                    }
+                    Event::Done {
+                        text: t,
+                        cause,
+                        stats,
+                    } => {
+                        text += &t;
+                        assert_eq!(cause, StopCause::MaxTokens);
+                        assert_eq!(stats.completion_tokens, 9);
+                    }
+                    Event::Error(e) => panic!("job {i}: {e}"),
+                }
+            }
+            assert_eq!((ids, text), alone[i], "job {i}");
+            assert_eq!(lps, 9);
+        }
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.running.load(Ordering::Relaxed), 0);
+        assert!(stats.cached_tokens.load(Ordering::Relaxed) > 0);
+    }
 }

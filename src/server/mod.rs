@@ -31,9 +31,6 @@ use std::time::Duration;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 4 << 20;
 
-/// How long running requests may go on after SIGTERM/SIGINT before they are cancelled.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// Everything `deepseek serve` is configured with.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -55,6 +52,8 @@ pub struct ServerConfig {
     /// Prompt tokens prefilled per step, over all sequences.
     pub prefill_budget: usize,
     pub prefix_cache: bool,
+    /// How long running requests may go on after SIGTERM/SIGINT before they are cancelled.
+    pub shutdown_grace: Duration,
 }
 
 /// The model, once loaded, with the context length each slot gets.
@@ -198,7 +197,7 @@ async fn shutdown_signal(state: Arc<AppState>, load_failed: tokio::sync::oneshot
     // Running requests may finish; past the grace period they are cancelled.
     let s = state.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tokio::time::sleep(s.config.shutdown_grace).await;
         if let Some(tx) = s.jobs.lock().ok().and_then(|g| g.clone()) {
             tracing::info!("grace period over: cancelling the running requests");
             let _ = tx.send(Command::CancelAll);

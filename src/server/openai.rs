@@ -664,3 +664,52 @@ pub fn plan_completion(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = parse_chat(br#"{"messages": [], "max_tokens": "5"}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_tokens"));
+        assert_eq!(e.status, 400);
+        let e = parse_chat(br#"{"max_tokens": 5}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        let e = parse_chat(br#"{"messages": [{"role": 5}]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].role"));
+        for bad in [&b""[..], b"{", b"[]", b"null", b"{} {}", b"\xff\xfe"] {
+            let e = parse_completion(bad).unwrap_err();
+            assert_eq!(e.status, 400);
+        }
+        let r = parse_chat(br#"{"messages": [], "stop": ["a"], "temperature": 0, "seed": -1}"#)
+            .expect("valid");
+        assert_eq!(r.common.temperature, Some(0.0));
+        assert_eq!(r.common.seed, Some(-1));
+    }
+
+    #[test]
+    fn stop_strings_string_or_list() {
+        assert_eq!(stop_strings(&None).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            stop_strings(&Some(Value::from("x"))).unwrap(),
+            vec!["x".to_string()]
+        );
+        assert_eq!(
+            stop_strings(&Some(serde_json::json!(["a", "", "b"]))).unwrap(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert!(stop_strings(&Some(serde_json::json!([1]))).is_err());
+        assert!(stop_strings(&Some(serde_json::json!(["a", "b", "c", "d", "e"]))).is_err());
+    }
+
+    #[test]
+    fn content_parts() {
+        let v = serde_json::json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+        assert_eq!(content_text(&v, 0, "user").unwrap(), "ab");
+        let img = serde_json::json!([{"type": "image_url", "image_url": {"url": "x"}}]);
+        assert!(content_text(&img, 0, "user").is_err());
+        assert!(content_text(&Value::Null, 0, "user").is_err());
+        assert_eq!(content_text(&Value::Null, 0, "assistant").unwrap(), "");
+    }
+}

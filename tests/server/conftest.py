@@ -39,6 +39,8 @@ class Server:
             args, stdout=self.log, stderr=self.log, env=env, preexec_fn=_die_with_parent
         )
         self.url = None
+        # (health body, completion status, completion body) seen while the model loaded.
+        self.loading_answers = []
         deadline = time.time() + 60
         while time.time() < deadline:
             text = Path(self.log.name).read_text()
@@ -47,8 +49,12 @@ class Server:
                 self.url = m.group(1)
             if self.url:
                 try:
-                    if requests.get(self.url + "/health", timeout=5).status_code == 200:
+                    h = requests.get(self.url + "/health", timeout=5)
+                    if h.status_code == 200:
                         return
+                    if h.status_code == 503 and h.json().get("status") == "loading":
+                        c = requests.post(self.url + "/v1/completions", json={"prompt": "x"}, timeout=5)
+                        self.loading_answers.append((h.json(), c.status_code, c.json()))
                 except requests.RequestException:
                     pass
             if self.proc.poll() is not None:

@@ -57,6 +57,17 @@ def test_health_models_metrics(server, client):
     assert any(k.startswith("deepseek_requests_total{") for k in m)
 
 
+def test_loading_state(server):
+    """While the model loads, /health says so and requests get 503 (seen only if startup was slow
+    enough for a probe to land in that window)."""
+    if not server.loading_answers:
+        pytest.skip("the model loaded before the first probe")
+    for health, status, body in server.loading_answers:
+        assert health["status"] == "loading"
+        assert status == 503
+        assert body["error"]["code"] == "model_loading"
+
+
 # ---------------------------------------------------------------- chat
 
 
@@ -267,7 +278,7 @@ def test_completions_streamed_and_logprobs(client):
 # ---------------------------------------------------------------- concurrency
 
 
-def test_eight_concurrent_clients_match_alone(client):
+def test_eight_concurrent_clients_match_alone(server, client):
     prompts = [f"Prompt number {i}: " + "word " * (i * 5) for i in range(8)]
 
     def one(i):
@@ -279,9 +290,34 @@ def test_eight_concurrent_clients_match_alone(client):
         return client.chat.completions.create(**kw).choices[0].message.content
 
     alone = [one(i) for i in range(8)]
+    before = server.metrics()
     with ThreadPoolExecutor(8) as ex:
         together = list(ex.map(one, range(8)))
+    after = server.metrics()
     assert together == alone
+    # They shared forward passes: far fewer steps than tokens.
+    steps = after["deepseek_steps_total"] - before["deepseek_steps_total"]
+    tokens = after["deepseek_generation_tokens_total"] - before["deepseek_generation_tokens_total"]
+    assert tokens == 8 * 24
+    assert steps < 0.75 * tokens, (steps, tokens)
+
+
+def test_prefix_reused_from_running_sequence(server):
+    prompt = [100000] + [1000 + (i * 37) % 5000 for i in range(80)]
+    a = requests.post(
+        server.url + "/v1/completions",
+        json={"prompt": prompt, "max_tokens": 400, "stream": True, "temperature": 0, "ignore_eos": True},
+        stream=True,
+    )
+    it = a.iter_lines()
+    next(l for l in it if l.startswith(b"data: "))
+    b = requests.post(
+        server.url + "/v1/completions",
+        json={"prompt": prompt + [2000, 2001], "max_tokens": 4, "temperature": 0},
+    ).json()
+    a.close()
+    assert b["usage"]["prompt_tokens"] == 83
+    assert b["usage"]["prompt_tokens_details"]["cached_tokens"] >= 80
 
 
 def test_disconnect_frees_slot(server):
@@ -470,5 +506,68 @@ def test_sigterm_finishes_running_and_exits(client):
         with pytest.raises(requests.ConnectionError):
             requests.get(s.url + "/health", timeout=2)
         assert "shutting down" in s.logs()
+    finally:
+        s.stop()
+
+
+def test_disconnect_non_streamed_cancels(server):
+    before = server.metrics()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(
+            server.url + "/v1/completions",
+            json={"prompt": "y", "max_tokens": 480, "temperature": 0, "ignore_eos": True},
+            timeout=0.3,
+        )
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        m = server.metrics()
+        if m["deepseek_sequences_cancelled_total"] > before["deepseek_sequences_cancelled_total"]:
+            break
+        time.sleep(0.05)
+    assert m["deepseek_sequences_cancelled_total"] >= before["deepseek_sequences_cancelled_total"] + 1
+    assert m["deepseek_running_sequences"] == 0
+
+
+def test_sigterm_cancels_after_timeout(client):
+    s = Server("--parallel", "2", "--shutdown-timeout", "0")
+    try:
+        r = requests.post(
+            s.url + "/v1/completions",
+            json={"prompt": "x", "max_tokens": 480, "stream": True, "temperature": 0, "ignore_eos": True},
+            stream=True,
+        )
+        it = r.iter_lines()
+        next(l for l in it if l.startswith(b"data: "))
+        s.proc.send_signal(signal.SIGTERM)
+        events = [l[len(b"data: "):] for l in it if l.startswith(b"data: ")]
+        assert events[-1] == b"[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+        assert len(chunks) < 400
+        assert s.proc.wait(30) == 0
+        assert "cancelling the running requests" in s.logs()
+    finally:
+        s.stop()
+
+
+def test_chunked_prefill_gives_the_same_text(client):
+    """Prompts prefilled 7 tokens per step, next to running streams, give the text of one pass."""
+    prompts = [f"Chunked prefill {i}: " + "lorem ipsum dolor " * (10 + i * 7) for i in range(4)]
+    reference = [
+        chat(client, messages=[{"role": "user", "content": p}], max_tokens=16, temperature=0).choices[0].message.content
+        for p in prompts
+    ]
+    s = Server("--parallel", "4", "--prefill-chunk", "7", "--no-prefix-cache")
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+
+        def one(i):
+            r = c.chat.completions.create(
+                model=MODEL_ID, messages=[{"role": "user", "content": prompts[i]}], max_tokens=16, temperature=0
+            )
+            return r.choices[0].message.content
+
+        with ThreadPoolExecutor(4) as ex:
+            assert list(ex.map(one, range(4))) == reference
     finally:
         s.stop()
