@@ -54,32 +54,21 @@ pub enum Rows<'a> {
 }
 
 impl Rows<'_> {
-    /// Dot product of `q` with cached row `pos` (`q.len()` values from `offset` within the row).
+    /// Dot product of `q` with the cached values at `row..row + q.len()`.
     #[inline]
     pub fn dot(&self, row: usize, q: &[f32]) -> f32 {
         match self {
             Rows::F32(v) => deepseek_tensor::ops::dot(q, &v[row..row + q.len()]),
-            Rows::F16(v) => {
-                let r = &v[row..row + q.len()];
-                let mut acc = 0f32;
-                for (a, b) in q.iter().zip(r) {
-                    acc += a * b.to_f32();
-                }
-                acc
-            }
+            Rows::F16(v) => deepseek_tensor::ops::dot_f16(q, &v[row..row + q.len()]),
         }
     }
-    /// `out += w * row`.
+    /// `out += w * values[row..row + out.len()]`.
     #[inline]
     pub fn axpy(&self, row: usize, w: f32, out: &mut [f32]) {
+        let n = out.len();
         match self {
-            Rows::F32(v) => deepseek_tensor::ops::axpy(w, &v[row..row + out.len()], out),
-            Rows::F16(v) => {
-                let n = out.len();
-                for (o, b) in out.iter_mut().zip(&v[row..row + n]) {
-                    *o += w * b.to_f32();
-                }
-            }
+            Rows::F32(v) => deepseek_tensor::ops::axpy(w, &v[row..row + n], out),
+            Rows::F16(v) => deepseek_tensor::ops::axpy_f16(w, &v[row..row + n], out),
         }
     }
 }
