@@ -23,7 +23,7 @@ impl Drop for Server {
 
 fn start() -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deepseek"))
-        .args(["serve", "--model", MODEL, "--port", "0", "--parallel", "2"])
+        .args(["serve", MODEL, "--port", "0", "--parallel", "2"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -8,6 +8,9 @@ use deepseek::server::{default_model_id, serve, ServerConfig};
 pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// The model, when --model is not given.
+    #[arg(value_name = "MODEL", conflicts_with = "model")]
+    pub model_pos: Option<String>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Address to listen on (loopback by default; 0.0.0.0 serves the network).
@@ -54,8 +57,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             a.shutdown_timeout
         );
     }
-    let reference = a.model.reference(None)?;
-    let model_path = a.model.resolve(None)?;
+    let reference = a.model.reference(a.model_pos.as_deref())?;
+    let model_path = a.model.resolve(a.model_pos.as_deref())?;
     let model_id = a.alias.clone().unwrap_or_else(|| {
         if std::path::Path::new(&reference).exists() {
             default_model_id(&model_path)
