@@ -39,6 +39,33 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// What transformers' `generate` samples with when a request sets nothing: the model's
+    /// `generation_config.json` (sampling only when it says `do_sample`, then its temperature,
+    /// top-p and transformers' default top-k of 50), greedy otherwise. The seed is left at 0.
+    pub fn from_generation_config(g: &crate::model::GenerationConfig) -> SamplingParams {
+        let sampling_on = g.do_sample.unwrap_or(false);
+        SamplingParams {
+            temperature: if sampling_on {
+                g.temperature.unwrap_or(1.0)
+            } else {
+                0.0
+            },
+            top_k: if sampling_on {
+                g.top_k.unwrap_or(50)
+            } else {
+                0
+            },
+            top_p: if sampling_on {
+                g.top_p.unwrap_or(1.0)
+            } else {
+                1.0
+            },
+            min_p: g.min_p.unwrap_or(0.0),
+            repeat_penalty: g.repetition_penalty.unwrap_or(1.0),
+            ..SamplingParams::default()
+        }
+    }
+
     /// Check ranges; the message names the parameter, what is allowed and what was given.
     pub fn validate(&self) -> Result<()> {
         let bad = |name: &str, allowed: &str, v: f32| {

@@ -178,12 +178,7 @@ impl SamplingArgs {
         top_logprobs: Option<usize>,
     ) -> anyhow::Result<GenerateOptions> {
         let g: &GenerationConfig = &model.generation;
-        let sampling_on = g.do_sample.unwrap_or(false);
-        let temperature = self.temperature.unwrap_or(if sampling_on {
-            g.temperature.unwrap_or(1.0)
-        } else {
-            0.0
-        });
+        let d = SamplingParams::from_generation_config(g);
         let seed = self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -191,38 +186,16 @@ impl SamplingArgs {
                 .unwrap_or(0)
         });
         let sampling = SamplingParams {
-            temperature,
-            // transformers samples with top_k 50 unless the generation config says otherwise.
-            top_k: self.top_k.unwrap_or(if sampling_on {
-                g.top_k.unwrap_or(50)
-            } else {
-                0
-            }),
-            top_p: self.top_p.unwrap_or(if sampling_on {
-                g.top_p.unwrap_or(1.0)
-            } else {
-                1.0
-            }),
-            min_p: self.min_p.unwrap_or(g.min_p.unwrap_or(0.0)),
-            repeat_penalty: self
-                .repeat_penalty
-                .unwrap_or(g.repetition_penalty.unwrap_or(1.0)),
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
             seed,
-            ..SamplingParams::default()
+            ..d
         };
         sampling.validate()?;
-        let mut eos_ids = g.eos_token_ids.clone();
-        for id in model
-            .model
-            .config
-            .eos_token_ids
-            .iter()
-            .chain(&model.tokenizer.eos_ids())
-        {
-            if !eos_ids.contains(id) {
-                eos_ids.push(*id);
-            }
-        }
+        let eos_ids = model.eos_ids();
         Ok(GenerateOptions {
             sampling,
             max_tokens: self

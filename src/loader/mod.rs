@@ -142,6 +142,26 @@ pub struct LoadedModel {
     pub path: std::path::PathBuf,
 }
 
+impl LoadedModel {
+    /// Every token id that ends generation: the generation config's, the model config's and
+    /// the tokenizer's end-of-sequence tokens, without repeats.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let mut ids = self.generation.eos_token_ids.clone();
+        for id in self
+            .model
+            .config
+            .eos_token_ids
+            .iter()
+            .chain(&self.tokenizer.eos_ids())
+        {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        ids
+    }
+}
+
 /// Options that change how a model is loaded.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {

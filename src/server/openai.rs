@@ -339,29 +339,13 @@ fn options(
             ));
         }
     }
-    let g = &model.generation;
-    let sampling_on = g.do_sample.unwrap_or(false);
-    let temperature = c.temperature.unwrap_or(if sampling_on {
-        g.temperature.unwrap_or(1.0)
-    } else {
-        0.0
-    });
+    let d = SamplingParams::from_generation_config(&model.generation);
     let sampling = SamplingParams {
-        temperature,
-        top_k: c.top_k.map(|k| k as usize).unwrap_or(if sampling_on {
-            g.top_k.unwrap_or(50)
-        } else {
-            0
-        }),
-        top_p: c.top_p.unwrap_or(if sampling_on {
-            g.top_p.unwrap_or(1.0)
-        } else {
-            1.0
-        }),
-        min_p: c.min_p.unwrap_or(g.min_p.unwrap_or(0.0)),
-        repeat_penalty: c
-            .repeat_penalty
-            .unwrap_or(g.repetition_penalty.unwrap_or(1.0)),
+        temperature: c.temperature.unwrap_or(d.temperature),
+        top_k: c.top_k.map(|k| k as usize).unwrap_or(d.top_k),
+        top_p: c.top_p.unwrap_or(d.top_p),
+        min_p: c.min_p.unwrap_or(d.min_p),
+        repeat_penalty: c.repeat_penalty.unwrap_or(d.repeat_penalty),
         frequency_penalty: c.frequency_penalty.unwrap_or(0.0),
         presence_penalty: c.presence_penalty.unwrap_or(0.0),
         seed: c.seed.map(|s| s as u64).unwrap_or_else(random_seed),
@@ -372,18 +356,7 @@ fn options(
         let param = msg.split_whitespace().next().unwrap_or("").to_string();
         return Err(ApiError::param(param, msg));
     }
-    let mut eos_ids = g.eos_token_ids.clone();
-    for id in model
-        .model
-        .config
-        .eos_token_ids
-        .iter()
-        .chain(&model.tokenizer.eos_ids())
-    {
-        if !eos_ids.contains(id) {
-            eos_ids.push(*id);
-        }
-    }
+    let eos_ids = model.eos_ids();
     Ok(GenerateOptions {
         sampling,
         max_tokens,
