@@ -20,13 +20,14 @@ pub(crate) struct QAct {
     pub lsum8: Vec<i32>,
     pub bsum: Vec<i16>,
     pub bsum32: Vec<i16>,
-    /// Block-pair layout for Q4_0 (only when `block == 32`): per pair of blocks (b, b+1) of a
-    /// row, `[y_b[0..16], y_b+1[0..16], y_b[16..32], y_b+1[16..32]]`; a lone last block is
-    /// paired with zeros.
-    pub qsp: Vec<i8>,
-    /// Per block (padded to an even count per row), 4 sums `8·Σ y` over the values
-    /// `{4l..4l+4} ∪ {16+4l..16+4l+4}`, `l < 4` (the Q4_0 lane groups).
-    pub lsum8x: Vec<i32>,
+    /// Q4_0 layout (only when `block == 32`): per group of 4 blocks of a row (the last group
+    /// padded with zeros), 128 bytes: for `c < 4`, `j < 4`, bytes `32c + 8j..+8` hold values
+    /// `8c..8c + 8` of block `j`.
+    pub qsq: Vec<i8>,
+    /// Per group, lane `2j + h`: `8·Σ y` over the values `v` of block `j` with `(v/4)%2 == h`.
+    pub l8q: Vec<i32>,
+    /// Per group, lane `2j + h`: `d` of block `j` (0 for padding).
+    pub dq: Vec<f32>,
 }
 
 /// One quantised activation row.
@@ -38,8 +39,9 @@ pub(crate) struct ActRow<'a> {
     pub lsum8: &'a [i32],
     pub bsum: &'a [i16],
     pub bsum32: &'a [i16],
-    pub qsp: &'a [i8],
-    pub lsum8x: &'a [i32],
+    pub qsq: &'a [i8],
+    pub l8q: &'a [i32],
+    pub dq: &'a [f32],
 }
 
 /// Scalar definition of one block's quantisation; returns `d`.
@@ -171,38 +173,43 @@ impl QAct {
                 self.ds[o / 32] = d * (lo + hi) as f32;
             }
         }
-        self.build_pairs();
+        self.build_groups();
     }
 
-    /// Pairs of 32-value blocks per row (0 unless `block == 32`).
-    fn pairs_per_row(&self) -> usize {
+    /// Groups of 4 blocks of 32 values per row (0 unless `block == 32`).
+    fn groups_per_row(&self) -> usize {
         if self.block == 32 {
-            (self.k / 32).div_ceil(2)
+            (self.k / 32).div_ceil(4)
         } else {
             0
         }
     }
 
-    fn build_pairs(&mut self) {
-        let pr = self.pairs_per_row();
+    fn build_groups(&mut self) {
+        let ng = self.groups_per_row();
         let (k, n) = (self.k, self.n);
-        self.qsp.clear();
-        self.qsp.resize(n * pr * 64, 0);
-        self.lsum8x.clear();
-        self.lsum8x.resize(n * pr * 8, 0);
-        if pr == 0 {
+        self.qsq.clear();
+        self.qsq.resize(n * ng * 128, 0);
+        self.l8q.clear();
+        self.l8q.resize(n * ng * 8, 0);
+        self.dq.clear();
+        self.dq.resize(n * ng * 8, 0.0);
+        if ng == 0 {
             return;
         }
+        let nb = k / 32;
         for t in 0..n {
-            let q = &self.qs[t * k..(t + 1) * k];
-            for (b, qb) in q.chunks_exact(32).enumerate() {
-                let dst = &mut self.qsp[(t * pr + b / 2) * 64..(t * pr + b / 2 + 1) * 64];
-                let o = 16 * (b & 1);
-                dst[o..o + 16].copy_from_slice(&qb[..16]);
-                dst[32 + o..32 + o + 16].copy_from_slice(&qb[16..]);
+            for b in 0..nb {
+                let (g, j) = (t * ng + b / 4, b % 4);
+                let q = &self.qs[t * k + 32 * b..t * k + 32 * b + 32];
+                for c in 0..4 {
+                    let o = 128 * g + 32 * c + 8 * j;
+                    self.qsq[o..o + 8].copy_from_slice(&q[8 * c..8 * c + 8]);
+                }
                 let l8 = &self.lsum8[(t * k + 32 * b) / 4..(t * k + 32 * b) / 4 + 8];
-                for l in 0..4 {
-                    self.lsum8x[(t * pr) * 8 + 4 * b + l] = l8[l] + l8[4 + l];
+                for h in 0..2 {
+                    self.l8q[8 * g + 2 * j + h] = (0..4).map(|c| l8[2 * c + h]).sum();
+                    self.dq[8 * g + 2 * j + h] = self.d[t * nb + b];
                 }
             }
         }
@@ -218,8 +225,9 @@ impl QAct {
             lsum8: &self.lsum8[t * k / 4..(t + 1) * k / 4],
             bsum: &self.bsum[t * k / 16..(t + 1) * k / 16],
             bsum32: &self.bsum32[t * k / 32..(t + 1) * k / 32],
-            qsp: &self.qsp[t * self.pairs_per_row() * 64..(t + 1) * self.pairs_per_row() * 64],
-            lsum8x: &self.lsum8x[t * self.pairs_per_row() * 8..(t + 1) * self.pairs_per_row() * 8],
+            qsq: &self.qsq[t * self.groups_per_row() * 128..(t + 1) * self.groups_per_row() * 128],
+            l8q: &self.l8q[t * self.groups_per_row() * 8..(t + 1) * self.groups_per_row() * 8],
+            dq: &self.dq[t * self.groups_per_row() * 8..(t + 1) * self.groups_per_row() * 8],
         }
     }
 }

@@ -7,11 +7,12 @@
 //! * float types (F32/F16/BF16): 32 partial sums (element `k` goes to sum `k % 32`, product
 //!   then add, no fused multiply-add), reduced as `s[l] = (p[l]+p[l+8]) + (p[l+16]+p[l+24])`,
 //!   then [`hsum8`]; a tail of fewer than 32 values is summed in order and added last.
-//! * Q4_0: see [`dot_q4_0_scalar`] (blocks in pairs, 4 lanes per block).
-//! * Q5_0, Q8_0 (× 32-value activation blocks): integer sums over each 4 consecutive
-//!   values of a block give 8 lanes; lane `l` of accumulator `b % 2` accumulates
-//!   `acc[b % 2][l] += (dw·dy) · isum[l]` (product then add) over the blocks `b` in order;
-//!   the result is [`hsum8`] of `acc[0][l] + acc[1][l]`.
+//! * Q4_0: see [`dot_q4_0_scalar`] (blocks in groups of 4, 2 lanes per block).
+//! * Q5_0, Q8_0 (× 32-value activation blocks): blocks go in groups of 4 (the last padded
+//!   with empty blocks); block `j` of a group gives lane `j` the exact integer sum over its
+//!   values 0..16 and lane `4 + j` the sum over values 16..32; `acc[l] += (dw·dy) · isum[l]`
+//!   (product then add, `0 · 0` for padding) over the groups in order; the result is
+//!   [`hsum8`] of `acc`.
 //! * Q4_1, Q5_1: as above, plus a separate in-order sum of `m · (dy·Σqy)`, added after [`hsum8`].
 //! * Q4_K, Q5_K, Q6_K (× 256-value blocks): per super-block the whole integer sum (scales and
 //!   the Q6_K offset included) and the integer min correction are exact; the float sum runs over
@@ -106,27 +107,34 @@ fn dot_q32_scalar(
     with_min: bool,
     unpack: impl Fn(&[u8]) -> (f32, f32, [i32; 32]),
 ) -> f32 {
-    let mut acc = [[0f32; 8]; 2];
+    let nb = w.len() / bb;
+    let mut acc = [0f32; 8];
     let mut summ = 0f32;
-    for (b, blk) in w.chunks_exact(bb).enumerate() {
-        let (dw, mw, q) = unpack(blk);
-        let d = dw * a.d[b];
-        let s = lanes32(&q, &a.qs[32 * b..32 * b + 32]);
+    for g in 0..nb.div_ceil(4) {
+        let mut isum = [0i32; 8];
+        let mut dd = [0.0 * 0.0; 4];
+        for j in 0..4 {
+            let b = 4 * g + j;
+            if b >= nb {
+                continue;
+            }
+            let (dw, mw, q) = unpack(&w[bb * b..bb * b + bb]);
+            dd[j] = dw * a.d[b];
+            let s = lanes32(&q, &a.qs[32 * b..32 * b + 32]);
+            isum[j] = s[0] + s[1] + s[2] + s[3];
+            isum[4 + j] = s[4] + s[5] + s[6] + s[7];
+            if with_min {
+                summ += mw * a.ds[b];
+            }
+        }
         for l in 0..8 {
-            acc[b & 1][l] += d * s[l] as f32;
+            acc[l] += dd[l % 4] * isum[l] as f32;
         }
-        if with_min {
-            summ += mw * a.ds[b];
-        }
-    }
-    let mut lanes = [0f32; 8];
-    for l in 0..8 {
-        lanes[l] = acc[0][l] + acc[1][l];
     }
     if with_min {
-        hsum8(&lanes) + summ
+        hsum8(&acc) + summ
     } else {
-        hsum8(&lanes)
+        hsum8(&acc)
     }
 }
 
@@ -149,29 +157,32 @@ fn unpack_q5(qh: &[u8], qs: &[u8], off: i32) -> [i32; 32] {
     q
 }
 
-/// Q4_0 uses its own lane layout (the SIMD path processes blocks in pairs): lane `l < 4` of
-/// block `b` sums the values `{4l..4l+4} ∪ {16+4l..16+4l+4}`; even blocks accumulate into
-/// lanes 0..4 and odd blocks into lanes 4..8 (`acc[4·(b%2) + l] += (dw·dy) · isum[l]`); a
-/// lone last block adds `+0.0` to lanes 4..8; the result is [`hsum8`] of the 8 lanes.
+/// Q4_0 uses its own lane layout (the SIMD path takes 4 blocks per vector): blocks go in
+/// groups of 4 (the last group padded with empty blocks); block `j` of a group owns lanes
+/// `2j` and `2j + 1`, lane `2j + h` summing the values `v` with `(v / 4) % 2 == h` exactly
+/// in integers; `acc[2j + h] += (dw·dy) · isum` (product then add, `0 · 0` for a padding
+/// block) over the groups in order; the result is [`hsum8`] of the 8 lanes.
 pub(crate) fn dot_q4_0_scalar(w: &[u8], a: &ActRow) -> f32 {
     let mut acc = [0f32; 8];
     let nb = w.len() / 18;
-    for (b, blk) in w.chunks_exact(18).enumerate() {
-        let d = f16_at(blk, 0) * a.d[b];
-        let q = unpack_q4(&blk[2..18], 8);
-        let y = &a.qs[32 * b..32 * b + 32];
-        let h = 4 * (b & 1);
-        for l in 0..4 {
-            let mut s = 0i32;
-            for j in 4 * l..4 * l + 4 {
-                s += q[j] * y[j] as i32 + q[16 + j] * y[16 + j] as i32;
+    for g in 0..nb.div_ceil(4) {
+        for j in 0..4 {
+            let b = 4 * g + j;
+            let (d, s) = if b < nb {
+                let blk = &w[18 * b..18 * b + 18];
+                let q = unpack_q4(&blk[2..18], 8);
+                let y = &a.qs[32 * b..32 * b + 32];
+                let mut s = [0i32; 2];
+                for v in 0..32 {
+                    s[(v / 4) % 2] += q[v] * y[v] as i32;
+                }
+                (f16_at(blk, 0) * a.d[b], s)
+            } else {
+                (0.0 * 0.0, [0, 0])
+            };
+            for h in 0..2 {
+                acc[2 * j + h] += d * s[h] as f32;
             }
-            acc[h + l] += d * s as f32;
-        }
-    }
-    if nb % 2 == 1 {
-        for v in &mut acc[4..] {
-            *v += 0.0;
         }
     }
     hsum8(&acc)
@@ -481,14 +492,17 @@ pub(crate) mod avx2 {
             );
         }
         let with_min = T == Q4_1 || T == Q5_1;
-        let mut acc0 = [_mm256_setzero_ps(); NT];
-        let mut acc1 = [_mm256_setzero_ps(); NT];
+        let mut acc = [_mm256_setzero_ps(); NT];
         let mut summ = [0f32; NT];
         let wp = w.as_ptr();
+        // Lane j: values 0..16 of block j, lane 4 + j: values 16..32 (two rounds of hadd).
+        let group = |s: [__m256i; 4]| {
+            _mm256_cvtepi32_ps(_mm256_hadd_epi32(
+                _mm256_hadd_epi32(s[0], s[1]),
+                _mm256_hadd_epi32(s[2], s[3]),
+            ))
+        };
         let mut b = 0;
-        // Four blocks per step: their f16 scales are converted and multiplied by the
-        // activation scales as one vector (the same per-lane f32 products as one at a time);
-        // blocks alternate between the two accumulators as in the scalar definition.
         while b + 4 <= nb {
             // SAFETY: blocks b..b+4 lie inside `w` and every activation row (asserted above).
             let blk = wp.add(b * bb);
@@ -507,19 +521,14 @@ pub(crate) mod avx2 {
             };
             for t in 0..NT {
                 let at = &a[t];
-                let dd = _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_loadu_ps(at.d.as_ptr().add(b))));
-                let d0 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(0));
-                let d1 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(1));
-                let d2 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(2));
-                let d3 = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(3));
-                let s0 = _mm256_cvtepi32_ps(lanes::<T>(qx[0], at, b));
-                let s1 = _mm256_cvtepi32_ps(lanes::<T>(qx[1], at, b + 1));
-                let s2 = _mm256_cvtepi32_ps(lanes::<T>(qx[2], at, b + 2));
-                let s3 = _mm256_cvtepi32_ps(lanes::<T>(qx[3], at, b + 3));
-                acc0[t] = _mm256_add_ps(acc0[t], _mm256_mul_ps(d0, s0));
-                acc1[t] = _mm256_add_ps(acc1[t], _mm256_mul_ps(d1, s1));
-                acc0[t] = _mm256_add_ps(acc0[t], _mm256_mul_ps(d2, s2));
-                acc1[t] = _mm256_add_ps(acc1[t], _mm256_mul_ps(d3, s3));
+                let dd = _mm_mul_ps(dw, _mm_loadu_ps(at.d.as_ptr().add(b)));
+                let s = group([
+                    lanes::<T>(qx[0], at, b),
+                    lanes::<T>(qx[1], at, b + 1),
+                    lanes::<T>(qx[2], at, b + 2),
+                    lanes::<T>(qx[3], at, b + 3),
+                ]);
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_set_m128(dd, dd), s));
                 if with_min {
                     let mut pm = [0f32; 4];
                     _mm_storeu_ps(
@@ -533,29 +542,37 @@ pub(crate) mod avx2 {
             }
             b += 4;
         }
-        while b < nb {
-            // SAFETY: block `b` lies inside `w` and the activation arrays.
-            let blk = wp.add(b * bb);
-            let dw = f16_to_f32(blk);
-            let qx = unpack32::<T>(blk);
+        if b < nb {
+            // The last 1..3 blocks, padded with empty blocks (scale 0, sums 0).
+            let rest = nb - b;
+            let mut dw = [0f32; 4];
+            let mut qx = [_mm256_setzero_si256(); 4];
+            for j in 0..rest {
+                // SAFETY: block b + j < nb lies inside `w`.
+                let blk = wp.add((b + j) * bb);
+                dw[j] = f16_to_f32(blk);
+                qx[j] = unpack32::<T>(blk);
+            }
             for t in 0..NT {
                 let at = &a[t];
-                let d = _mm256_set1_ps(dw * *at.d.as_ptr().add(b));
-                let s = _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes::<T>(qx, at, b)));
-                if b & 1 == 0 {
-                    acc0[t] = _mm256_add_ps(acc0[t], s);
-                } else {
-                    acc1[t] = _mm256_add_ps(acc1[t], s);
+                let mut dd = [0.0 * 0.0; 4];
+                let mut s = [_mm256_setzero_si256(); 4];
+                for j in 0..rest {
+                    // SAFETY: block b + j < nb lies inside the activation arrays.
+                    dd[j] = dw[j] * *at.d.as_ptr().add(b + j);
+                    s[j] = lanes::<T>(qx[j], at, b + j);
+                    if with_min {
+                        summ[t] +=
+                            f16_to_f32(wp.add((b + j) * bb + 2)) * *at.ds.as_ptr().add(b + j);
+                    }
                 }
-                if with_min {
-                    summ[t] += f16_to_f32(blk.add(2)) * *at.ds.as_ptr().add(b);
-                }
+                let ddv = _mm_loadu_ps(dd.as_ptr());
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_set_m128(ddv, ddv), group(s)));
             }
-            b += 1;
         }
         let mut out = [0f32; NT];
         for t in 0..NT {
-            let acc = hsum8_ps(_mm256_add_ps(acc0[t], acc1[t]));
+            let acc = hsum8_ps(acc[t]);
             out[t] = if with_min { acc + summ[t] } else { acc };
         }
         out
@@ -576,114 +593,102 @@ pub(crate) mod avx2 {
         dot_q8_0 = Q8_0, 34;
     }
 
-    /// Integer lane sums of a Q4_0 block pair (see `dot_q4_0_scalar`): unsigned nibbles
-    /// `lo`/`hi` against the pair-interleaved activations at `y`, minus `8·Σy` from `l8`.
+    /// One group of 4 Q4_0 blocks (72 bytes at `blk`, scales as lane pairs in `dwv`) against
+    /// `NT` activation rows (group `g` of their 4-block layout); see `dot_q4_0_scalar`.
     #[inline(always)]
-    unsafe fn q4_0_pair(lo: __m256i, hi: __m256i, y: *const i8, l8: *const i32) -> __m256i {
-        let yl = _mm256_loadu_si256(y as *const __m256i);
-        let yh = _mm256_loadu_si256(y.add(32) as *const __m256i);
-        // |pair sums| <= 2·15·127 each, so the 16-bit sum of both cannot overflow.
-        let s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, yl), _mm256_maddubs_epi16(hi, yh));
-        let s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-        _mm256_sub_epi32(s32, _mm256_loadu_si256(l8 as *const __m256i))
+    unsafe fn q4_0_group<const NT: usize>(
+        blk: *const u8,
+        dwv: __m256,
+        a: &[ActRow; NT],
+        g: usize,
+        acc: &mut [__m256; NT],
+    ) {
+        let m4 = _mm256_set1_epi8(0xF);
+        let ld = |o: usize| _mm_loadu_si128(blk.add(o) as *const __m128i);
+        // [b0 | b2] and [b1 | b3]; 64-bit unpacks give the first and second 8 bytes of each
+        // block side by side: low nibbles are values 0..8 / 8..16, high ones 16..24 / 24..32.
+        let y02 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(2)), ld(38));
+        let y13 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(20)), ld(56));
+        let la = _mm256_unpacklo_epi64(y02, y13);
+        let lb = _mm256_unpackhi_epi64(y02, y13);
+        let w0 = _mm256_and_si256(la, m4);
+        let w1 = _mm256_and_si256(lb, m4);
+        let w2 = _mm256_and_si256(_mm256_srli_epi16(la, 4), m4);
+        let w3 = _mm256_and_si256(_mm256_srli_epi16(lb, 4), m4);
+        for t in 0..NT {
+            let at = &a[t];
+            // SAFETY: group g lies inside every activation row (checked by the caller).
+            let y = at.qsq.as_ptr().add(128 * g) as *const __m256i;
+            let m0 = _mm256_maddubs_epi16(w0, _mm256_loadu_si256(y));
+            let m1 = _mm256_maddubs_epi16(w1, _mm256_loadu_si256(y.add(1)));
+            let m2 = _mm256_maddubs_epi16(w2, _mm256_loadu_si256(y.add(2)));
+            let m3 = _mm256_maddubs_epi16(w3, _mm256_loadu_si256(y.add(3)));
+            // Each 16-bit lane sums 8 products of at most 15·127: no overflow.
+            let s16 = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
+            let s32 = _mm256_sub_epi32(
+                _mm256_madd_epi16(s16, _mm256_set1_epi16(1)),
+                _mm256_loadu_si256(at.l8q.as_ptr().add(8 * g) as *const __m256i),
+            );
+            let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(at.dq.as_ptr().add(8 * g)));
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(s32)));
+        }
     }
 
-    /// Q4_0 row against `NT` activation rows, two blocks per 256-bit vector.
+    /// Q4_0 row against `NT` activation rows, four blocks per 256-bit vector.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn dot_q4_0<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
         let nb = w.len() / 18;
-        let np = nb.div_ceil(2);
+        let ng = nb.div_ceil(4);
+        assert!(w.len() == nb * 18);
         for r in a {
-            assert!(
-                w.len() == nb * 18
-                    && r.d.len() == nb
-                    && r.qsp.len() == np * 64
-                    && r.lsum8x.len() == np * 8
-            );
+            assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
         }
-        let m4 = _mm256_set1_epi8(0xF);
-        let idx0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-        let idx1 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+        let idx = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
         let mut acc = [_mm256_setzero_ps(); NT];
         let wp = w.as_ptr();
-        let mut b = 0;
-        // Scales of up to 64 blocks (whole groups of 4) are converted ahead of the main loop:
-        // gathering them inside it put a long f16 → f32 chain in front of every block.
+        let full = nb / 4;
+        let mut g = 0;
+        // Scales of up to 16 groups are converted ahead of the main loop: gathering them
+        // inside it put a long f16 → f32 chain in front of every group.
         let mut dwf = [0f32; 64];
-        while b + 4 <= nb {
-            let cnt = ((nb - b) / 4 * 4).min(64);
+        while g < full {
+            let cnt = (full - g).min(16);
             let mut dws = [0u16; 64];
-            for (j, v) in dws[..cnt].iter_mut().enumerate() {
-                // SAFETY: block b + j < nb lies inside `w`.
-                *v = (wp.add((b + j) * 18) as *const u16).read_unaligned();
+            for (j, v) in dws[..4 * cnt].iter_mut().enumerate() {
+                // SAFETY: block 4g + j < nb lies inside `w`.
+                *v = (wp.add((4 * g + j) * 18) as *const u16).read_unaligned();
             }
-            for j in (0..cnt).step_by(8) {
+            for j in (0..4 * cnt).step_by(8) {
                 // SAFETY: j + 8 <= 64 for both stack buffers.
                 let h = _mm_loadu_si128(dws.as_ptr().add(j) as *const __m128i);
                 _mm256_storeu_ps(dwf.as_mut_ptr().add(j), _mm256_cvtph_ps(h));
             }
-            let b0 = b;
-            while b < b0 + cnt {
-                // SAFETY: blocks b..b+4 lie inside `w`; pairs b/2 and b/2+1 inside every row.
-                let blk = wp.add(b * 18);
+            for i in 0..cnt {
+                // SAFETY: the 4 blocks of group g + i lie inside `w`; 4i + 4 <= 64.
+                let blk = wp.add(4 * (g + i) * 18);
                 prefetch(blk, PF_DIST, 2);
-                let dw = _mm_loadu_ps(dwf.as_ptr().add(b - b0));
-                let ld = |o: usize| _mm_loadu_si128(blk.add(o) as *const __m128i);
-                let v0 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(2)), ld(20));
-                let v1 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(ld(38)), ld(56));
-                let lo0 = _mm256_and_si256(v0, m4);
-                let hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
-                let lo1 = _mm256_and_si256(v1, m4);
-                let hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
-                let p = b / 2;
-                for t in 0..NT {
-                    let at = &a[t];
-                    let dd =
-                        _mm256_castps128_ps256(_mm_mul_ps(dw, _mm_loadu_ps(at.d.as_ptr().add(b))));
-                    let y = at.qsp.as_ptr().add(64 * p);
-                    let l8 = at.lsum8x.as_ptr().add(8 * p);
-                    let s0 = _mm256_cvtepi32_ps(q4_0_pair(lo0, hi0, y, l8));
-                    let s1 = _mm256_cvtepi32_ps(q4_0_pair(lo1, hi1, y.add(64), l8.add(8)));
-                    let d0 = _mm256_permutevar8x32_ps(dd, idx0);
-                    let d1 = _mm256_permutevar8x32_ps(dd, idx1);
-                    acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(d0, s0));
-                    acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(d1, s1));
-                }
-                b += 4;
+                let d4 = _mm256_castps128_ps256(_mm_loadu_ps(dwf.as_ptr().add(4 * i)));
+                q4_0_group(blk, _mm256_permutevar8x32_ps(d4, idx), a, g + i, &mut acc);
             }
+            g += cnt;
         }
-        while b < nb {
-            // SAFETY: block b (and b+1 when present) lie inside `w`; pair b/2 inside every row.
-            let blk = wp.add(b * 18);
-            let two = b + 1 < nb;
-            let first = _mm_loadu_si128(blk.add(2) as *const __m128i);
-            let second = if two {
-                _mm_loadu_si128(blk.add(20) as *const __m128i)
-            } else {
-                _mm_setzero_si128()
-            };
-            let v = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(first), second);
-            let lo = _mm256_and_si256(v, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            let dw0 = f16_to_f32(blk);
-            let dw1 = if two { f16_to_f32(blk.add(18)) } else { 0.0 };
-            let p = b / 2;
-            for t in 0..NT {
-                let at = &a[t];
-                let d0 = dw0 * *at.d.as_ptr().add(b);
-                // A lone last block: +0.0 · 0 adds +0.0 to the upper lanes, as the scalar code.
-                let d1 = if two {
-                    dw1 * *at.d.as_ptr().add(b + 1)
-                } else {
-                    0.0
-                };
-                let dv = _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1);
-                let y = at.qsp.as_ptr().add(64 * p);
-                let l8 = at.lsum8x.as_ptr().add(8 * p);
-                let s = _mm256_cvtepi32_ps(q4_0_pair(lo, hi, y, l8));
-                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dv, s));
-            }
-            b += 2;
+        if g < ng {
+            // The last 1..3 blocks, padded with empty blocks (scale 0, values 0).
+            let mut buf = [0u8; 72];
+            let rest = &w[4 * g * 18..];
+            buf[..rest.len()].copy_from_slice(rest);
+            let d4 = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_setr_epi16(
+                i16::from_le_bytes([buf[0], buf[1]]),
+                i16::from_le_bytes([buf[18], buf[19]]),
+                i16::from_le_bytes([buf[36], buf[37]]),
+                i16::from_le_bytes([buf[54], buf[55]]),
+                0,
+                0,
+                0,
+                0,
+            )));
+            let dwv = _mm256_permutevar8x32_ps(d4, idx);
+            q4_0_group(buf.as_ptr(), dwv, a, g, &mut acc);
         }
         let mut out = [0f32; NT];
         for t in 0..NT {
