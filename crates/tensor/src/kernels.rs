@@ -14,9 +14,12 @@
 //!   (product then add, `0 · 0` for padding) over the groups in order; the result is
 //!   [`hsum8`] of `acc`.
 //! * Q4_1, Q5_1: as above, plus a separate in-order sum of `m · (dy·Σqy)`, added after [`hsum8`].
-//! * Q4_K, Q5_K, Q6_K (× 256-value blocks): per super-block the whole integer sum (scales and
-//!   the Q6_K offset included) and the integer min correction are exact; the float sum runs over
-//!   super-blocks in order: `s = s + (dw·dy)·isum` then (Q4_K/Q5_K) `s = s - (dmin·dy)·imin`.
+//! * Q4_K, Q5_K, Q6_K (× 256-value blocks): per super-block, 8 lanes of exact integer sums
+//!   (lane `l` takes the values `v` with `(v % 32) / 4 == l`, times their sub-block scales;
+//!   Q6_K's `-32` offset as `-32·(sc[2l]·Σy[2l] + sc[2l+1]·Σy[2l+1])` over its 16-value
+//!   groups), accumulated as `acc[l] += (d·dy) · isum[l]`; then, for Q4_K/Q5_K, the integer
+//!   min correction `imin[l] = m[2l]·Σy[2l] + m[2l+1]·Σy[2l+1]` (32-value sub-blocks; 0 for
+//!   `l >= 4`) as `acc[l] -= (dmin·dy) · imin[l]`. The result is [`hsum8`]`(acc)`.
 //!
 //! The AVX2 kernels also come in multi-row forms for prefill (4 activation rows for the
 //! quantised types, 2 for the float types) that share the weight unpacking and loads; each
@@ -220,62 +223,73 @@ pub(crate) fn dot_q8_0_scalar(w: &[u8], a: &ActRow) -> f32 {
     })
 }
 
-/// Integer min correction of a Q4_K/Q5_K super-block: `Σ_j m_j · Σ_{sub-block j} qy`.
+/// Lane of value `v` in the K-quant kernels.
 #[inline(always)]
-fn kmins(scales: &[u8], bsum: &[i16]) -> ([i32; 8], i32) {
-    let mut sc = [0i32; 8];
-    let mut imin = 0i32;
-    for j in 0..8 {
-        let (s, m) = scale_min_k4(j, scales);
-        sc[j] = s as i32;
-        imin += m as i32 * (bsum[2 * j] as i32 + bsum[2 * j + 1] as i32);
+fn klane(v: usize) -> usize {
+    (v % 32) / 4
+}
+
+/// Q4_K/Q5_K: `q(i, blk)` yields the 256 unsigned values of super-block `i`.
+#[inline(always)]
+fn dot_k4_scalar(w: &[u8], bb: usize, a: &ActRow, q: impl Fn(&[u8]) -> [i32; 256]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (i, b) in w.chunks_exact(bb).enumerate() {
+        let qy = &a.qs[256 * i..256 * i + 256];
+        let bs = &a.bsum32[8 * i..8 * i + 8];
+        let qv = q(b);
+        let mut isum = [0i32; 8];
+        for v in 0..256 {
+            let (sc, _) = scale_min_k4(v / 32, &b[4..16]);
+            isum[klane(v)] += sc as i32 * qv[v] * qy[v] as i32;
+        }
+        let dd = f16_at(b, 0) * a.d[i];
+        for l in 0..8 {
+            acc[l] += dd * isum[l] as f32;
+        }
+        let dm = f16_at(b, 2) * a.d[i];
+        for l in 0..8 {
+            let imin = if l < 4 {
+                let m0 = scale_min_k4(2 * l, &b[4..16]).1 as i32;
+                let m1 = scale_min_k4(2 * l + 1, &b[4..16]).1 as i32;
+                m0 * bs[2 * l] as i32 + m1 * bs[2 * l + 1] as i32
+            } else {
+                0
+            };
+            acc[l] -= dm * imin as f32;
+        }
     }
-    (sc, imin)
+    hsum8(&acc)
 }
 
 pub(crate) fn dot_q4_k_scalar(w: &[u8], a: &ActRow) -> f32 {
-    let mut sum = 0f32;
-    for (i, b) in w.chunks_exact(144).enumerate() {
-        let qy = &a.qs[256 * i..256 * i + 256];
-        let (sc, imin) = kmins(&b[4..16], &a.bsum[16 * i..16 * i + 16]);
+    dot_k4_scalar(w, 144, a, |b| {
         let qs = &b[16..144];
-        let mut isum = 0i32;
+        let mut q = [0i32; 256];
         for c in 0..4 {
-            let (mut lo, mut hi) = (0i32, 0i32);
             for l in 0..32 {
-                lo += (qs[32 * c + l] & 0xF) as i32 * qy[64 * c + l] as i32;
-                hi += (qs[32 * c + l] >> 4) as i32 * qy[64 * c + 32 + l] as i32;
+                q[64 * c + l] = (qs[32 * c + l] & 0xF) as i32;
+                q[64 * c + 32 + l] = (qs[32 * c + l] >> 4) as i32;
             }
-            isum += sc[2 * c] * lo + sc[2 * c + 1] * hi;
         }
-        sum += f16_at(b, 0) * a.d[i] * isum as f32;
-        sum -= f16_at(b, 2) * a.d[i] * imin as f32;
-    }
-    sum
+        q
+    })
 }
 
 pub(crate) fn dot_q5_k_scalar(w: &[u8], a: &ActRow) -> f32 {
-    let mut sum = 0f32;
-    for (i, b) in w.chunks_exact(176).enumerate() {
-        let qy = &a.qs[256 * i..256 * i + 256];
-        let (sc, imin) = kmins(&b[4..16], &a.bsum[16 * i..16 * i + 16]);
+    dot_k4_scalar(w, 176, a, |b| {
         let qh = &b[16..48];
         let qs = &b[48..176];
-        let mut isum = 0i32;
+        let mut q = [0i32; 256];
         for c in 0..4 {
-            let (mut lo, mut hi) = (0i32, 0i32);
             for l in 0..32 {
                 let h0 = ((qh[l] >> (2 * c)) & 1) << 4;
                 let h1 = ((qh[l] >> (2 * c + 1)) & 1) << 4;
-                lo += ((qs[32 * c + l] & 0xF) | h0) as i32 * qy[64 * c + l] as i32;
-                hi += ((qs[32 * c + l] >> 4) | h1) as i32 * qy[64 * c + 32 + l] as i32;
+                q[64 * c + l] = ((qs[32 * c + l] & 0xF) | h0) as i32;
+                q[64 * c + 32 + l] = ((qs[32 * c + l] >> 4) | h1) as i32;
             }
-            isum += sc[2 * c] * lo + sc[2 * c + 1] * hi;
         }
-        sum += f16_at(b, 0) * a.d[i] * isum as f32;
-        sum -= f16_at(b, 2) * a.d[i] * imin as f32;
-    }
-    sum
+        q
+    })
 }
 
 /// Q6_K super-block unsigned values (0..63) in element order.
@@ -296,26 +310,25 @@ fn unpack_q6(b: &[u8]) -> [i32; 256] {
 }
 
 pub(crate) fn dot_q6_k_scalar(w: &[u8], a: &ActRow) -> f32 {
-    let mut sum = 0f32;
+    let mut acc = [0f32; 8];
     for (i, b) in w.chunks_exact(210).enumerate() {
         let qy = &a.qs[256 * i..256 * i + 256];
         let bs = &a.bsum[16 * i..16 * i + 16];
         let q = unpack_q6(b);
-        let mut isum = 0i32;
-        let mut ioff = 0i32;
-        for g in 0..16 {
-            let sc = b[192 + g] as i8 as i32;
-            let mut s = 0i32;
-            for k in 16 * g..16 * g + 16 {
-                s += q[k] * qy[k] as i32;
-            }
-            isum += sc * s;
-            ioff += sc * bs[g] as i32;
+        let sc = |g: usize| b[192 + g] as i8 as i32;
+        let mut isum = [0i32; 8];
+        for v in 0..256 {
+            isum[klane(v)] += sc(v / 16) * q[v] * qy[v] as i32;
         }
-        let isum = isum - 32 * ioff;
-        sum += f16_at(b, 208) * a.d[i] * isum as f32;
+        for l in 0..8 {
+            isum[l] -= 32 * (sc(2 * l) * bs[2 * l] as i32 + sc(2 * l + 1) * bs[2 * l + 1] as i32);
+        }
+        let dd = f16_at(b, 208) * a.d[i];
+        for l in 0..8 {
+            acc[l] += dd * isum[l] as f32;
+        }
     }
-    sum
+    hsum8(&acc)
 }
 
 // ------------------------------------------------------------------ AVX2 twins
@@ -355,14 +368,6 @@ pub(crate) mod avx2 {
         let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
         let r = _mm_add_ss(r, _mm_movehdup_ps(r));
         _mm_cvtss_f32(r)
-    }
-
-    #[inline(always)]
-    unsafe fn hsum_i32(a: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
     }
 
     /// Signed i8 × i8 products summed over each 4 consecutive bytes (8 i32 lanes).
@@ -728,15 +733,12 @@ pub(crate) mod avx2 {
         (_mm256_broadcastsi128_si256(sc), mins)
     }
 
-    /// Exact integer min correction `Σ_j m_j · Σ_{sub-block j} y` of super-block `i`.
+    /// Integer min correction lanes `m[2j]·Σy[2j] + m[2j+1]·Σy[2j+1]` of super-block `i`.
     #[inline(always)]
-    unsafe fn k4_imin(mins: __m128i, a: &ActRow, i: usize) -> i32 {
+    unsafe fn k4_imin(mins: __m128i, a: &ActRow, i: usize) -> __m128i {
         // SAFETY: the caller checked a.bsum32 holds 8 sums per super-block.
         let bs = _mm_loadu_si128(a.bsum32.as_ptr().add(8 * i) as *const __m128i);
-        let p = _mm_madd_epi16(mins, bs);
-        let p = _mm_add_epi32(p, _mm_unpackhi_epi64(p, p));
-        let p = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0b10_11_00_01));
-        _mm_cvtsi128_si32(p)
+        _mm_madd_epi16(mins, bs)
     }
 
     /// Broadcast i16 word `j` of each 128-bit half.
@@ -761,7 +763,7 @@ pub(crate) mod avx2 {
         }
         let m4 = _mm256_set1_epi8(0xF);
         let one = _mm256_set1_epi8(1);
-        let mut sum = [0f32; NT];
+        let mut acc = [_mm256_setzero_ps(); NT];
         for i in 0..nb {
             let blk = w.get_unchecked(bb * i..bb * i + bb);
             prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
@@ -796,17 +798,22 @@ pub(crate) mod avx2 {
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
                 }
             }
-            let d = f16_to_f32(blk.as_ptr());
-            let dmin = f16_to_f32(blk.as_ptr().add(2));
+            let d = _mm256_set1_ps(f16_to_f32(blk.as_ptr()));
+            let dmin = _mm256_set1_ps(f16_to_f32(blk.as_ptr().add(2)));
             for t in 0..NT {
-                let isum = hsum_i32(sumi[t]);
-                let imin = k4_imin(mins, &a[t], i);
-                let dy = *a[t].d.get_unchecked(i);
-                sum[t] += d * dy * isum as f32;
-                sum[t] -= dmin * dy * imin as f32;
+                // SAFETY: super-block i lies inside every activation row (asserted above).
+                let dy = _mm256_broadcast_ss(&*a[t].d.as_ptr().add(i));
+                let dd = _mm256_mul_ps(d, dy);
+                let v = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sumi[t])));
+                let imin = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(k4_imin(mins, &a[t], i)));
+                acc[t] = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_mul_ps(dmin, dy), imin));
             }
         }
-        sum
+        let mut out = [0f32; NT];
+        for t in 0..NT {
+            out[t] = hsum8_ps(acc[t]);
+        }
+        out
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -833,7 +840,7 @@ pub(crate) mod avx2 {
         let m4 = _mm256_set1_epi8(0xF);
         let m3 = _mm256_set1_epi8(3);
         let m30 = _mm256_set1_epi8(0x30);
-        let mut sum = [0f32; NT];
+        let mut acc = [_mm256_setzero_ps(); NT];
         for i in 0..nb {
             // SAFETY: offsets stay within this 210-byte block, the 256 activation bytes and
             // the 16 activation sums of super-block i.
@@ -884,13 +891,18 @@ pub(crate) mod avx2 {
                     }
                 }
             }
-            let d = f16_to_f32(p.add(208));
+            let d = _mm256_set1_ps(f16_to_f32(p.add(208)));
             for t in 0..NT {
-                let isum = hsum_i32(sumi[t]);
-                sum[t] += d * *a[t].d.get_unchecked(i) * isum as f32;
+                // SAFETY: super-block i lies inside every activation row (asserted above).
+                let dd = _mm256_mul_ps(d, _mm256_broadcast_ss(&*a[t].d.as_ptr().add(i)));
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sumi[t])));
             }
         }
-        sum
+        let mut out = [0f32; NT];
+        for t in 0..NT {
+            out[t] = hsum8_ps(acc[t]);
+        }
+        out
     }
 
     /// Float dot product with weights produced 8 at a time by `load(k)` (see module docs).
