@@ -227,7 +227,9 @@ fn matmul_impl(
                 let wr = w.row(r);
                 let mut t = t0;
                 while t + 4 <= t1 {
-                    let v = f4(wr, &[rows[t], rows[t + 1], rows[t + 2], rows[t + 3]]);
+                    // A view of four consecutive rows: no copy of the (large) row descriptors.
+                    let four: &[ActRow; 4] = rows[t..t + 4].try_into().expect("four rows");
+                    let v = f4(wr, four);
                     o[t - t0..t - t0 + 4].copy_from_slice(&v);
                     t += 4;
                 }
