@@ -13,6 +13,8 @@ const TOKENS_PER_STEP: usize = 16;
 
 /// A quantised-weight kernel: one weight row (whole blocks) · one quantised activation row.
 type QKernel = fn(&[u8], &ActRow) -> f32;
+/// The same for two activation rows at once (batched decode of two sequences).
+type QKernel2 = fn(&[u8], &[ActRow; 2]) -> [f32; 2];
 /// The same for four activation rows at once (sharing the weight unpacking); each result is
 /// bit-identical to the single-row kernel's.
 type QKernel4 = fn(&[u8], &[ActRow; 4]) -> [f32; 4];
@@ -23,7 +25,7 @@ type FKernel2 = fn(&[u8], [&[f32]; 2]) -> [f32; 2];
 
 #[derive(Clone, Copy)]
 enum Kernel {
-    Quant(QKernel, QKernel4, usize),
+    Quant(QKernel, QKernel2, QKernel4, usize),
     Float(FKernel, FKernel2),
 }
 
@@ -34,10 +36,14 @@ mod avx2_entry {
     use crate::act::ActRow;
     use crate::kernels::avx2;
     macro_rules! wrap_q {
-        ($($name:ident, $name4:ident;)*) => {$(
+        ($($name:ident, $name2:ident, $name4:ident;)*) => {$(
             pub(super) fn $name(w: &[u8], a: &ActRow) -> f32 {
                 // SAFETY: only selected when the CPU has AVX2, FMA and F16C.
                 unsafe { avx2::$name::<1>(w, &[*a])[0] }
+            }
+            pub(super) fn $name2(w: &[u8], a: &[ActRow; 2]) -> [f32; 2] {
+                // SAFETY: as above.
+                unsafe { avx2::$name::<2>(w, a) }
             }
             pub(super) fn $name4(w: &[u8], a: &[ActRow; 4]) -> [f32; 4] {
                 // SAFETY: as above.
@@ -46,14 +52,14 @@ mod avx2_entry {
         )*};
     }
     wrap_q! {
-        dot_q4_0, dot_q4_0_x4;
-        dot_q4_1, dot_q4_1_x4;
-        dot_q5_0, dot_q5_0_x4;
-        dot_q5_1, dot_q5_1_x4;
-        dot_q8_0, dot_q8_0_x4;
-        dot_q4_k, dot_q4_k_x4;
-        dot_q5_k, dot_q5_k_x4;
-        dot_q6_k, dot_q6_k_x4;
+        dot_q4_0, dot_q4_0_x2, dot_q4_0_x4;
+        dot_q4_1, dot_q4_1_x2, dot_q4_1_x4;
+        dot_q5_0, dot_q5_0_x2, dot_q5_0_x4;
+        dot_q5_1, dot_q5_1_x2, dot_q5_1_x4;
+        dot_q8_0, dot_q8_0_x2, dot_q8_0_x4;
+        dot_q4_k, dot_q4_k_x2, dot_q4_k_x4;
+        dot_q5_k, dot_q5_k_x2, dot_q5_k_x4;
+        dot_q6_k, dot_q6_k_x2, dot_q6_k_x4;
     }
     macro_rules! wrap_f {
         ($($name:ident),*) => {$(
@@ -82,6 +88,13 @@ macro_rules! scalar_x4 {
     };
 }
 
+/// Two-row version of a scalar quantised kernel (each row on its own).
+macro_rules! scalar_x2q {
+    ($f:path) => {
+        |w: &[u8], a: &[ActRow; 2]| [$f(w, &a[0]), $f(w, &a[1])]
+    };
+}
+
 /// Two-row version of a scalar float kernel (each row on its own).
 macro_rules! scalar_x2 {
     ($f:path) => {
@@ -99,14 +112,14 @@ fn kernel_for(dtype: DType, simd: bool) -> Kernel {
             DType::F32 => Kernel::Float(a::dot_f32b, a::dot_f32b_x2),
             DType::F16 => Kernel::Float(a::dot_f16, a::dot_f16_x2),
             DType::BF16 => Kernel::Float(a::dot_bf16, a::dot_bf16_x2),
-            DType::Q4_0 => Kernel::Quant(a::dot_q4_0, a::dot_q4_0_x4, 32),
-            DType::Q4_1 => Kernel::Quant(a::dot_q4_1, a::dot_q4_1_x4, 32),
-            DType::Q5_0 => Kernel::Quant(a::dot_q5_0, a::dot_q5_0_x4, 32),
-            DType::Q5_1 => Kernel::Quant(a::dot_q5_1, a::dot_q5_1_x4, 32),
-            DType::Q8_0 => Kernel::Quant(a::dot_q8_0, a::dot_q8_0_x4, 32),
-            DType::Q4_K => Kernel::Quant(a::dot_q4_k, a::dot_q4_k_x4, 256),
-            DType::Q5_K => Kernel::Quant(a::dot_q5_k, a::dot_q5_k_x4, 256),
-            DType::Q6_K => Kernel::Quant(a::dot_q6_k, a::dot_q6_k_x4, 256),
+            DType::Q4_0 => Kernel::Quant(a::dot_q4_0, a::dot_q4_0_x2, a::dot_q4_0_x4, 32),
+            DType::Q4_1 => Kernel::Quant(a::dot_q4_1, a::dot_q4_1_x2, a::dot_q4_1_x4, 32),
+            DType::Q5_0 => Kernel::Quant(a::dot_q5_0, a::dot_q5_0_x2, a::dot_q5_0_x4, 32),
+            DType::Q5_1 => Kernel::Quant(a::dot_q5_1, a::dot_q5_1_x2, a::dot_q5_1_x4, 32),
+            DType::Q8_0 => Kernel::Quant(a::dot_q8_0, a::dot_q8_0_x2, a::dot_q8_0_x4, 32),
+            DType::Q4_K => Kernel::Quant(a::dot_q4_k, a::dot_q4_k_x2, a::dot_q4_k_x4, 256),
+            DType::Q5_K => Kernel::Quant(a::dot_q5_k, a::dot_q5_k_x2, a::dot_q5_k_x4, 256),
+            DType::Q6_K => Kernel::Quant(a::dot_q6_k, a::dot_q6_k_x2, a::dot_q6_k_x4, 256),
         };
     }
     let _ = simd;
@@ -114,14 +127,54 @@ fn kernel_for(dtype: DType, simd: bool) -> Kernel {
         DType::F32 => Kernel::Float(k::dot_f32b_scalar, scalar_x2!(k::dot_f32b_scalar)),
         DType::F16 => Kernel::Float(k::dot_f16_scalar, scalar_x2!(k::dot_f16_scalar)),
         DType::BF16 => Kernel::Float(k::dot_bf16_scalar, scalar_x2!(k::dot_bf16_scalar)),
-        DType::Q4_0 => Kernel::Quant(k::dot_q4_0_scalar, scalar_x4!(k::dot_q4_0_scalar), 32),
-        DType::Q4_1 => Kernel::Quant(k::dot_q4_1_scalar, scalar_x4!(k::dot_q4_1_scalar), 32),
-        DType::Q5_0 => Kernel::Quant(k::dot_q5_0_scalar, scalar_x4!(k::dot_q5_0_scalar), 32),
-        DType::Q5_1 => Kernel::Quant(k::dot_q5_1_scalar, scalar_x4!(k::dot_q5_1_scalar), 32),
-        DType::Q8_0 => Kernel::Quant(k::dot_q8_0_scalar, scalar_x4!(k::dot_q8_0_scalar), 32),
-        DType::Q4_K => Kernel::Quant(k::dot_q4_k_scalar, scalar_x4!(k::dot_q4_k_scalar), 256),
-        DType::Q5_K => Kernel::Quant(k::dot_q5_k_scalar, scalar_x4!(k::dot_q5_k_scalar), 256),
-        DType::Q6_K => Kernel::Quant(k::dot_q6_k_scalar, scalar_x4!(k::dot_q6_k_scalar), 256),
+        DType::Q4_0 => Kernel::Quant(
+            k::dot_q4_0_scalar,
+            scalar_x2q!(k::dot_q4_0_scalar),
+            scalar_x4!(k::dot_q4_0_scalar),
+            32,
+        ),
+        DType::Q4_1 => Kernel::Quant(
+            k::dot_q4_1_scalar,
+            scalar_x2q!(k::dot_q4_1_scalar),
+            scalar_x4!(k::dot_q4_1_scalar),
+            32,
+        ),
+        DType::Q5_0 => Kernel::Quant(
+            k::dot_q5_0_scalar,
+            scalar_x2q!(k::dot_q5_0_scalar),
+            scalar_x4!(k::dot_q5_0_scalar),
+            32,
+        ),
+        DType::Q5_1 => Kernel::Quant(
+            k::dot_q5_1_scalar,
+            scalar_x2q!(k::dot_q5_1_scalar),
+            scalar_x4!(k::dot_q5_1_scalar),
+            32,
+        ),
+        DType::Q8_0 => Kernel::Quant(
+            k::dot_q8_0_scalar,
+            scalar_x2q!(k::dot_q8_0_scalar),
+            scalar_x4!(k::dot_q8_0_scalar),
+            32,
+        ),
+        DType::Q4_K => Kernel::Quant(
+            k::dot_q4_k_scalar,
+            scalar_x2q!(k::dot_q4_k_scalar),
+            scalar_x4!(k::dot_q4_k_scalar),
+            256,
+        ),
+        DType::Q5_K => Kernel::Quant(
+            k::dot_q5_k_scalar,
+            scalar_x2q!(k::dot_q5_k_scalar),
+            scalar_x4!(k::dot_q5_k_scalar),
+            256,
+        ),
+        DType::Q6_K => Kernel::Quant(
+            k::dot_q6_k_scalar,
+            scalar_x2q!(k::dot_q6_k_scalar),
+            scalar_x4!(k::dot_q6_k_scalar),
+            256,
+        ),
     }
 }
 
@@ -219,7 +272,7 @@ fn matmul_impl(
                 }
             });
         }
-        Kernel::Quant(f1, f4, block) => {
+        Kernel::Quant(f1, f2, f4, block) => {
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
@@ -232,6 +285,11 @@ fn matmul_impl(
                     let v = f4(wr, four);
                     o[t - t0..t - t0 + 4].copy_from_slice(&v);
                     t += 4;
+                }
+                if t + 2 <= t1 {
+                    let two: &[ActRow; 2] = rows[t..t + 2].try_into().expect("two rows");
+                    o[t - t0..t - t0 + 2].copy_from_slice(&f2(wr, two));
+                    t += 2;
                 }
                 for t in t..t1 {
                     o[t - t0] = f1(wr, &rows[t]);
