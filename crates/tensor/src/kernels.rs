@@ -639,6 +639,27 @@ pub(crate) mod avx2 {
         }
     }
 
+    /// The scales of a group of 4 Q4_0 blocks (72 bytes at `blk`) as f32 lane pairs
+    /// `[d0, d0, d1, d1, d2, d2, d3, d3]`, taken from two vector loads: the f16 scales sit at
+    /// bytes 0, 18, 36 and 54.
+    #[inline(always)]
+    unsafe fn q4_0_scales(blk: *const u8) -> __m256 {
+        // SAFETY: 64 bytes at `blk` (the caller's group is 72 bytes).
+        let x = _mm256_loadu_si256(blk as *const __m256i);
+        let y = _mm256_loadu_si256(blk.add(32) as *const __m256i);
+        // Per 128-bit half, words 0..1 from x and 2..3 from y: d0 is word 0, d1 word 9 (x),
+        // d2 word 2, d3 word 11 (y).
+        let m = _mm256_blend_epi16::<0b0000_1100>(x, y);
+        // Dwords 0, 1, 4, 5 hold words (0,1), (2,3), (8,9), (10,11): d0, d2, d1, d3 at f16
+        // positions 0, 2, 5 and 7 of the low 128 bits.
+        let lo = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+            m,
+            _mm256_setr_epi32(0, 1, 4, 5, 0, 0, 0, 0),
+        ));
+        let f = _mm256_cvtph_ps(lo);
+        _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 0, 5, 5, 2, 2, 7, 7))
+    }
+
     /// Q4_0 row against `NT` activation rows, four blocks per 256-bit vector.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn dot_q4_0<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
@@ -648,52 +669,50 @@ pub(crate) mod avx2 {
         for r in a {
             assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
         }
-        let idx = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
         let mut acc = [_mm256_setzero_ps(); NT];
         let wp = w.as_ptr();
         let full = nb / 4;
-        let mut g = 0;
-        // Scales of up to 16 groups are converted ahead of the main loop: gathering them
-        // inside it put a long f16 → f32 chain in front of every group.
-        let mut dwf = [0f32; 64];
-        while g < full {
-            let cnt = (full - g).min(16);
-            let mut dws = [0u16; 64];
-            for (j, v) in dws[..4 * cnt].iter_mut().enumerate() {
-                // SAFETY: block 4g + j < nb lies inside `w`.
-                *v = (wp.add((4 * g + j) * 18) as *const u16).read_unaligned();
+        if NT > 1 {
+            for g in 0..full {
+                // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w`.
+                let blk = wp.add(4 * g * 18);
+                q4_0_group(blk, q4_0_scales(blk), a, g, &mut acc);
             }
-            for j in (0..4 * cnt).step_by(8) {
-                // SAFETY: j + 8 <= 64 for both stack buffers.
-                let h = _mm_loadu_si128(dws.as_ptr().add(j) as *const __m128i);
-                _mm256_storeu_ps(dwf.as_mut_ptr().add(j), _mm256_cvtph_ps(h));
+        } else {
+            // Decode: the scales of up to 16 groups are converted ahead of their groups, which
+            // keeps the f16 → f32 chain out of the streaming loop (the same values as
+            // `q4_0_scales`).
+            let idx = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+            let mut dwf = [0f32; 64];
+            let mut g = 0;
+            while g < full {
+                let cnt = (full - g).min(16);
+                let mut dws = [0u16; 64];
+                for (j, v) in dws[..4 * cnt].iter_mut().enumerate() {
+                    // SAFETY: block 4g + j < nb lies inside `w`.
+                    *v = (wp.add((4 * g + j) * 18) as *const u16).read_unaligned();
+                }
+                for j in (0..4 * cnt).step_by(8) {
+                    // SAFETY: j + 8 <= 64 for both stack buffers.
+                    let h = _mm_loadu_si128(dws.as_ptr().add(j) as *const __m128i);
+                    _mm256_storeu_ps(dwf.as_mut_ptr().add(j), _mm256_cvtph_ps(h));
+                }
+                for i in 0..cnt {
+                    // SAFETY: the 4 blocks of group g + i lie inside `w`; 4i + 4 <= 64.
+                    let blk = wp.add(4 * (g + i) * 18);
+                    prefetch(blk, PF_DIST, 2);
+                    let d4 = _mm256_castps128_ps256(_mm_loadu_ps(dwf.as_ptr().add(4 * i)));
+                    q4_0_group(blk, _mm256_permutevar8x32_ps(d4, idx), a, g + i, &mut acc);
+                }
+                g += cnt;
             }
-            for i in 0..cnt {
-                // SAFETY: the 4 blocks of group g + i lie inside `w`; 4i + 4 <= 64.
-                let blk = wp.add(4 * (g + i) * 18);
-                prefetch(blk, PF_DIST, 2);
-                let d4 = _mm256_castps128_ps256(_mm_loadu_ps(dwf.as_ptr().add(4 * i)));
-                q4_0_group(blk, _mm256_permutevar8x32_ps(d4, idx), a, g + i, &mut acc);
-            }
-            g += cnt;
         }
-        if g < ng {
+        if full < ng {
             // The last 1..3 blocks, padded with empty blocks (scale 0, values 0).
             let mut buf = [0u8; 72];
-            let rest = &w[4 * g * 18..];
+            let rest = &w[4 * full * 18..];
             buf[..rest.len()].copy_from_slice(rest);
-            let d4 = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_setr_epi16(
-                i16::from_le_bytes([buf[0], buf[1]]),
-                i16::from_le_bytes([buf[18], buf[19]]),
-                i16::from_le_bytes([buf[36], buf[37]]),
-                i16::from_le_bytes([buf[54], buf[55]]),
-                0,
-                0,
-                0,
-                0,
-            )));
-            let dwv = _mm256_permutevar8x32_ps(d4, idx);
-            q4_0_group(buf.as_ptr(), dwv, a, g, &mut acc);
+            q4_0_group(buf.as_ptr(), q4_0_scales(buf.as_ptr()), a, full, &mut acc);
         }
         let mut out = [0f32; NT];
         for t in 0..NT {
