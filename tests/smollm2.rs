@@ -59,8 +59,8 @@ fn config_from_gguf_metadata() {
 /// Tolerance on each step's top-5 logits against llama.cpp's. Both engines round activations to
 /// 8 bits inside the quantised matrix products, in different places; computing the same
 /// weights exactly in f32 lands up to 0.34 away from llama.cpp's values, and this engine's own
-/// quantised path up to about 0.5 (mean 0.12) at logits of 15 to 37.
-const TOL: f32 = 0.6;
+/// quantised path up to 0.36 at logits of 15 to 37.
+const TOL: f32 = 0.45;
 
 #[test]
 fn raw_prompt_greedy_matches_llamacpp() {
@@ -185,7 +185,7 @@ fn chat_template_prompt_matches_llamacpp() {
 
 /// Perplexity by llama-perplexity's method on the GPL v3 text, -c 256, first 5 chunks:
 /// llama-perplexity's running estimate after 5 chunks is 19.9964 (all 29 chunks:
-/// 20.8256 ± 0.99026; this engine: 20.8804 ± 0.99501, 0.26% apart).
+/// 20.8256 ± 0.99026; this engine: 20.8810 ± 0.99395, 0.27% apart).
 #[test]
 fn perplexity_matches_llamacpp() {
     let out = Command::new(bin())
