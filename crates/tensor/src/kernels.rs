@@ -21,8 +21,9 @@
 //!   min correction `imin[l] = m[2l]·Σy[2l] + m[2l+1]·Σy[2l+1]` (32-value sub-blocks; 0 for
 //!   `l >= 4`) as `acc[l] -= (dmin·dy) · imin[l]`. The result is [`hsum8`]`(acc)`.
 //!
-//! The AVX2 kernels also come in multi-row forms for prefill (4 activation rows for the
-//! quantised types, 2 for the float types) that share the weight unpacking and loads; each
+//! The AVX2 kernels also come in multi-row forms for prefill and batched decode (2 or 4
+//! activation rows for the quantised types, 2 for the float types) that share the weight
+//! unpacking and loads; each
 //! row's arithmetic is exactly the single-row kernel's. They prefetch ~1 KB ahead of the
 //! weight bytes they read (a hint; it never changes values).
 
