@@ -11,7 +11,8 @@ max_tokens n, EOS ignored) after one warm-up request. Reported per level: aggreg
 tokens per second (all tokens of all streams / wall time from the first request to the last
 token), and the median and worst time to first token. Prints a Markdown table.
 """
-import argparse, json, os, socket, statistics, subprocess, threading, time, urllib.request
+import argparse, json, os, statistics, subprocess, threading, time, urllib.request
+from localserver import free_port, wait_ready
 
 PROMPTS = [
     "The history of the printing press begins", "In the middle of the ocean there is",
@@ -19,23 +20,6 @@ PROMPTS = [
     "Once upon a time, in a village by the sea,", "The most important rule of programming is",
     "Mountains are formed when tectonic plates", "The first computers were built with",
 ]
-
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
-def wait_ready(port, proc, timeout=900):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("server did not become ready")
 
 def stream(port, prompt, n, out):
     body = {"model": "m", "prompt": prompt, "max_tokens": n, "temperature": 0, "stream": True,

@@ -12,7 +12,8 @@ two engines round activations differently inside quantised products). Exits 1 if
 differs at a step where llama.cpp's own margin exceeds --margin.
 Builds nothing: run ../shared/bench/llamacpp-build.sh (or point --llama-bin at a llama.cpp build).
 """
-import argparse, json, os, socket, subprocess, sys, time, urllib.request
+import argparse, json, os, subprocess, sys, time, urllib.request
+from localserver import free_port, wait_ready
 
 PROMPTS = [
     ("raw", ["The capital of France is"]),
@@ -20,27 +21,11 @@ PROMPTS = [
     ("ids", ["--prompt-ids", None]),  # filled per model with the first prompt's ids
 ]
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
-
 def post(port, path, body):
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=600) as r:
         return json.load(r)
-
-def wait_ready(port, proc):
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit(f"llama-server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("llama-server did not become ready")
 
 def main():
     ap = argparse.ArgumentParser()
@@ -58,7 +43,7 @@ def main():
                                  "--host", "127.0.0.1", "-c", "2048", "-np", "1", "-t", "2", "--no-warmup"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_ready(port, proc)
+            wait_ready(port, proc, "llama-server", timeout=300)
             first_ids = None
             for name, extra in PROMPTS:
                 if extra[-1] is None:

@@ -116,7 +116,7 @@ fn dot_q32_scalar(
     let mut summ = 0f32;
     for g in 0..nb.div_ceil(4) {
         let mut isum = [0i32; 8];
-        let mut dd = [0.0 * 0.0; 4];
+        let mut dd = [0f32; 4];
         for j in 0..4 {
             let b = 4 * g + j;
             if b >= nb {
@@ -182,7 +182,7 @@ pub(crate) fn dot_q4_0_scalar(w: &[u8], a: &ActRow) -> f32 {
                 }
                 (f16_at(blk, 0) * a.d[b], s)
             } else {
-                (0.0 * 0.0, [0, 0])
+                (0.0, [0, 0])
             };
             for h in 0..2 {
                 acc[2 * j + h] += d * s[h] as f32;
@@ -561,7 +561,7 @@ pub(crate) mod avx2 {
             }
             for t in 0..NT {
                 let at = &a[t];
-                let mut dd = [0.0 * 0.0; 4];
+                let mut dd = [0f32; 4];
                 let mut s = [_mm256_setzero_si256(); 4];
                 for j in 0..rest {
                     // SAFETY: block b + j < nb lies inside the activation arrays.
