@@ -57,9 +57,10 @@ fn config_from_gguf_metadata() {
 }
 
 /// Tolerance on each step's top-5 logits against llama.cpp's. Both engines round activations to
-/// 8 bits inside the quantised matrix products, in different places; computing the same
-/// weights exactly in f32 lands up to 0.34 away from llama.cpp's values, and this engine's own
-/// quantised path up to 0.36 at logits of 15 to 37.
+/// 8 bits inside the quantised matrix products, so an ulp of difference upstream moves the
+/// logits of this model by a few tenths: the same llama.cpp version with the reference's own
+/// settings lands 0.34 from the reference on another CPU, and 0.46 with flash attention off
+/// (`scripts/llamacpp-logit-spread.sh`). This engine lands up to 0.36 away.
 const TOL: f32 = 0.45;
 
 #[test]
