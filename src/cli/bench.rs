@@ -124,15 +124,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(p, n, (avg, sd))| {
                 json!({"n_prompt": p, "n_gen": n, "n_threads": threads, "avg_ts": avg, "stddev_ts": sd,
-                       "model_filename": m.path.display().to_string(), "model_size": m.file_bytes, "load_s": load_s})
+                       "model_filename": m.path.display().to_string(), "model_size": m.file_bytes, "load_s": load_s,
+                       "kernels": deepseek_tensor::Isa::current().name()})
             })
             .collect();
         println!("{}", serde_json::Value::Array(rows));
     } else {
         println!(
-            "model {} ({:.2} GB), {threads} threads, load {load_s:.2} s",
+            "model {} ({:.2} GB), {threads} threads, {} kernels, load {load_s:.2} s",
             m.path.display(),
-            m.file_bytes as f64 / 1e9
+            m.file_bytes as f64 / 1e9,
+            deepseek_tensor::Isa::current().name()
         );
         println!("| test   |        t/s |");
         for (p, n, (avg, sd)) in &results {

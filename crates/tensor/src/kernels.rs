@@ -21,6 +21,12 @@
 //!   min correction `imin[l] = m[2l]·Σy[2l] + m[2l+1]·Σy[2l+1]` (32-value sub-blocks; 0 for
 //!   `l >= 4`) as `acc[l] -= (dmin·dy) · imin[l]`. The result is [`hsum8`]`(acc)`.
 //!
+//! On CPUs with AVX-512 F/VL/VNNI, the 32-value block kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+//! take their integer sums from `vpdpbusd` (256-bit) instead of `maddubs` + `madd`; the sums
+//! are exact either way, so those kernels give the same bits too. The K-quants keep the AVX2
+//! form there: their sub-block scales are applied by the `madd` step, which VNNI would not
+//! save. BF16 weights keep the f32 path: `vdpbf16ps` would round the activations to bf16.
+//!
 //! The AVX2 kernels also come in multi-row forms for prefill and batched decode (2 or 4
 //! activation rows for the quantised types, 2 for the float types) that share the weight
 //! unpacking and loads; each
@@ -374,16 +380,38 @@ pub(crate) mod avx2 {
     /// Signed i8 × i8 products summed over each 4 consecutive bytes (8 i32 lanes).
     /// `y` must not contain -128 (activations are in -127..=127).
     #[inline(always)]
-    unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256i {
+    unsafe fn mul_sum_i8<const V: u8>(x: __m256i, y: __m256i) -> __m256i {
         let ax = _mm256_sign_epi8(x, x);
         let sy = _mm256_sign_epi8(y, x);
-        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+        mul_sum_u8::<V>(ax, sy)
     }
 
-    /// Unsigned u8 (≤ 127) × i8 products summed over each 4 consecutive bytes.
+    /// Unsigned u8 × i8 products summed over each 4 consecutive bytes.
     #[inline(always)]
-    unsafe fn mul_sum_u8(x: __m256i, y: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+    unsafe fn mul_sum_u8<const V: u8>(x: __m256i, y: __m256i) -> __m256i {
+        dpbusd::<V>(_mm256_setzero_si256(), x, y)
+    }
+
+    /// Integer paths of the 32-value block kernels: `maddubs` + `madd` (AVX2), `vpdpbusd`
+    /// (AVX-512 VNNI), and the VNNI kernels' exact data flow with each `vpdpbusd` built from
+    /// AVX2 instructions, so that tests run that data flow on any AVX2 CPU.
+    pub(crate) const AVX2: u8 = 0;
+    pub(crate) const VNNI: u8 = 1;
+    #[cfg(test)]
+    pub(crate) const VNNI_EMULATED: u8 = 2;
+
+    /// `acc + Σ_{4 consecutive bytes} u·s` per i32 lane (`u` unsigned, `s` signed bytes).
+    /// The AVX2 form's 16-bit pair sums cannot saturate for the callers' operands (unsigned
+    /// bytes at most 128, signed ones at most 127 in size), so every form is exact and all
+    /// agree bit for bit.
+    #[inline(always)]
+    unsafe fn dpbusd<const V: u8>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        if V == VNNI {
+            _mm256_dpbusd_epi32(acc, u, s)
+        } else {
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+            _mm256_add_epi32(acc, p)
+        }
     }
 
     /// 32 nibbles of 16 bytes: low nibbles then high nibbles, as bytes 0..15.
@@ -440,13 +468,13 @@ pub(crate) mod avx2 {
     /// signed weights of Q4_0/Q5_0 recovered from their unsigned storage by subtracting
     /// `8·Σy` or `16·Σy`.
     #[inline(always)]
-    unsafe fn lanes<const T: u8>(qx: __m256i, a: &ActRow, b: usize) -> __m256i {
+    unsafe fn lanes<const T: u8, const V: u8>(qx: __m256i, a: &ActRow, b: usize) -> __m256i {
         // SAFETY: block `b` lies inside `a.qs` and `a.lsum8` (checked by the caller).
         let qy = _mm256_loadu_si256(a.qs.as_ptr().add(32 * b) as *const __m256i);
         match T {
-            Q8_0 => mul_sum_i8(qx, qy),
+            Q8_0 => mul_sum_i8::<V>(qx, qy),
             Q4_0 | Q5_0 => {
-                let s = mul_sum_u8(qx, qy);
+                let s = mul_sum_u8::<V>(qx, qy);
                 let l8 = _mm256_loadu_si256(a.lsum8.as_ptr().add(8 * b) as *const __m256i);
                 let off = if T == Q4_0 {
                     l8
@@ -455,7 +483,7 @@ pub(crate) mod avx2 {
                 };
                 _mm256_sub_epi32(s, off)
             }
-            _ => mul_sum_u8(qx, qy),
+            _ => mul_sum_u8::<V>(qx, qy),
         }
     }
 
@@ -482,7 +510,7 @@ pub(crate) mod avx2 {
     /// One weight row against `NT` activation rows. Each token's arithmetic is exactly that
     /// of the single-token kernel (NT = 1); only the weight unpacking is shared.
     #[inline(always)]
-    unsafe fn dot_q32<const T: u8, const NT: usize>(
+    unsafe fn dot_q32<const T: u8, const V: u8, const NT: usize>(
         w: &[u8],
         bb: usize,
         a: &[ActRow; NT],
@@ -529,10 +557,10 @@ pub(crate) mod avx2 {
                 let at = &a[t];
                 let dd = _mm_mul_ps(dw, _mm_loadu_ps(at.d.as_ptr().add(b)));
                 let s = group([
-                    lanes::<T>(qx[0], at, b),
-                    lanes::<T>(qx[1], at, b + 1),
-                    lanes::<T>(qx[2], at, b + 2),
-                    lanes::<T>(qx[3], at, b + 3),
+                    lanes::<T, V>(qx[0], at, b),
+                    lanes::<T, V>(qx[1], at, b + 1),
+                    lanes::<T, V>(qx[2], at, b + 2),
+                    lanes::<T, V>(qx[3], at, b + 3),
                 ]);
                 acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_set_m128(dd, dd), s));
                 if with_min {
@@ -566,7 +594,7 @@ pub(crate) mod avx2 {
                 for j in 0..rest {
                     // SAFETY: block b + j < nb lies inside the activation arrays.
                     dd[j] = dw[j] * *at.d.as_ptr().add(b + j);
-                    s[j] = lanes::<T>(qx[j], at, b + j);
+                    s[j] = lanes::<T, V>(qx[j], at, b + j);
                     if with_min {
                         summ[t] +=
                             f16_to_f32(wp.add((b + j) * bb + 2)) * *at.ds.as_ptr().add(b + j);
@@ -585,24 +613,35 @@ pub(crate) mod avx2 {
     }
 
     macro_rules! q32_entry {
-        ($($name:ident = $t:ident, $bb:expr;)*) => {$(
+        ($($name:ident, $vnni:ident, $emu:ident = $t:ident, $bb:expr;)*) => {$(
             #[target_feature(enable = "avx2,fma,f16c")]
             pub(crate) unsafe fn $name<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
-                dot_q32::<$t, NT>(w, $bb, a)
+                dot_q32::<$t, AVX2, NT>(w, $bb, a)
+            }
+            /// The same with AVX-512 VNNI integer dot products (256-bit, AVX-512 VL).
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+            pub(crate) unsafe fn $vnni<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+                dot_q32::<$t, VNNI, NT>(w, $bb, a)
+            }
+            /// The VNNI form's data flow on AVX2 (tests only).
+            #[cfg(test)]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(crate) unsafe fn $emu<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+                dot_q32::<$t, VNNI_EMULATED, NT>(w, $bb, a)
             }
         )*};
     }
     q32_entry! {
-        dot_q4_1 = Q4_1, 20;
-        dot_q5_0 = Q5_0, 22;
-        dot_q5_1 = Q5_1, 24;
-        dot_q8_0 = Q8_0, 34;
+        dot_q4_1, dot_q4_1_vnni, dot_q4_1_vnni_emulated = Q4_1, 20;
+        dot_q5_0, dot_q5_0_vnni, dot_q5_0_vnni_emulated = Q5_0, 22;
+        dot_q5_1, dot_q5_1_vnni, dot_q5_1_vnni_emulated = Q5_1, 24;
+        dot_q8_0, dot_q8_0_vnni, dot_q8_0_vnni_emulated = Q8_0, 34;
     }
 
     /// One group of 4 Q4_0 blocks (72 bytes at `blk`, scales as lane pairs in `dwv`) against
     /// `NT` activation rows (group `g` of their 4-block layout); see `dot_q4_0_scalar`.
     #[inline(always)]
-    unsafe fn q4_0_group<const NT: usize>(
+    unsafe fn q4_0_group<const V: u8, const NT: usize>(
         blk: *const u8,
         dwv: __m256,
         a: &[ActRow; NT],
@@ -625,14 +664,25 @@ pub(crate) mod avx2 {
             let at = &a[t];
             // SAFETY: group g lies inside every activation row (checked by the caller).
             let y = at.qsq.as_ptr().add(128 * g) as *const __m256i;
-            let m0 = _mm256_maddubs_epi16(w0, _mm256_loadu_si256(y));
-            let m1 = _mm256_maddubs_epi16(w1, _mm256_loadu_si256(y.add(1)));
-            let m2 = _mm256_maddubs_epi16(w2, _mm256_loadu_si256(y.add(2)));
-            let m3 = _mm256_maddubs_epi16(w3, _mm256_loadu_si256(y.add(3)));
-            // Each 16-bit lane sums 8 products of at most 15·127: no overflow.
-            let s16 = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
+            let (y0, y1) = (_mm256_loadu_si256(y), _mm256_loadu_si256(y.add(1)));
+            let (y2, y3) = (_mm256_loadu_si256(y.add(2)), _mm256_loadu_si256(y.add(3)));
+            let isum = if V != AVX2 {
+                // Two chains of two VNNI steps: the same exact integer sums.
+                let z = _mm256_setzero_si256();
+                let p = dpbusd::<V>(dpbusd::<V>(z, w0, y0), w1, y1);
+                let q = dpbusd::<V>(dpbusd::<V>(z, w2, y2), w3, y3);
+                _mm256_add_epi32(p, q)
+            } else {
+                let m0 = _mm256_maddubs_epi16(w0, y0);
+                let m1 = _mm256_maddubs_epi16(w1, y1);
+                let m2 = _mm256_maddubs_epi16(w2, y2);
+                let m3 = _mm256_maddubs_epi16(w3, y3);
+                // Each 16-bit lane sums 8 products of at most 15·127: no overflow.
+                let s16 = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
+                _mm256_madd_epi16(s16, _mm256_set1_epi16(1))
+            };
             let s32 = _mm256_sub_epi32(
-                _mm256_madd_epi16(s16, _mm256_set1_epi16(1)),
+                isum,
                 _mm256_loadu_si256(at.l8q.as_ptr().add(8 * g) as *const __m256i),
             );
             let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(at.dq.as_ptr().add(8 * g)));
@@ -664,6 +714,27 @@ pub(crate) mod avx2 {
     /// Q4_0 row against `NT` activation rows, four blocks per 256-bit vector.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn dot_q4_0<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        q4_0_rows::<AVX2, NT>(w, a)
+    }
+
+    /// [`dot_q4_0`] with AVX-512 VNNI integer dot products (256-bit, AVX-512 VL).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q4_0_vnni<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        q4_0_rows::<VNNI, NT>(w, a)
+    }
+
+    /// The VNNI form's data flow on AVX2 (tests only).
+    #[cfg(test)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_q4_0_vnni_emulated<const NT: usize>(
+        w: &[u8],
+        a: &[ActRow; NT],
+    ) -> [f32; NT] {
+        q4_0_rows::<VNNI_EMULATED, NT>(w, a)
+    }
+
+    #[inline(always)]
+    unsafe fn q4_0_rows<const V: u8, const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
         let nb = w.len() / 18;
         let ng = nb.div_ceil(4);
         assert!(w.len() == nb * 18);
@@ -677,7 +748,7 @@ pub(crate) mod avx2 {
             for g in 0..full {
                 // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w`.
                 let blk = wp.add(4 * g * 18);
-                q4_0_group(blk, q4_0_scales(blk), a, g, &mut acc);
+                q4_0_group::<V, NT>(blk, q4_0_scales(blk), a, g, &mut acc);
             }
         } else {
             // Decode: the scales of up to 16 groups are converted ahead of their groups, which
@@ -703,7 +774,8 @@ pub(crate) mod avx2 {
                     let blk = wp.add(4 * (g + i) * 18);
                     prefetch(blk, PF_DIST, 2);
                     let d4 = _mm256_castps128_ps256(_mm_loadu_ps(dwf.as_ptr().add(4 * i)));
-                    q4_0_group(blk, _mm256_permutevar8x32_ps(d4, idx), a, g + i, &mut acc);
+                    let dwv = _mm256_permutevar8x32_ps(d4, idx);
+                    q4_0_group::<V, NT>(blk, dwv, a, g + i, &mut acc);
                 }
                 g += cnt;
             }
@@ -713,7 +785,7 @@ pub(crate) mod avx2 {
             let mut buf = [0u8; 72];
             let rest = &w[4 * full * 18..];
             buf[..rest.len()].copy_from_slice(rest);
-            q4_0_group(buf.as_ptr(), q4_0_scales(buf.as_ptr()), a, full, &mut acc);
+            q4_0_group::<V, NT>(buf.as_ptr(), q4_0_scales(buf.as_ptr()), a, full, &mut acc);
         }
         let mut out = [0f32; NT];
         for t in 0..NT {
@@ -1098,6 +1170,26 @@ pub(crate) mod avx2 {
     }
 }
 
+/// Whether the AVX-512 VNNI forms of the 32-value block kernels can run here (checked once):
+/// AVX2+FMA+F16C plus AVX-512 F, VL and VNNI.
+pub(crate) fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            has_avx2()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the AVX2+FMA+F16C kernels can run here (checked once).
 pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -1118,6 +1210,110 @@ pub(crate) fn has_avx2() -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The VNNI kernels' data flow (run on AVX2, each `vpdpbusd` emulated) against the
+    /// scalar definitions, bit for bit, at odd block counts and 1, 2 and 4 tokens. The real
+    /// instruction is compared with the scalar code by `tests/matmul.rs` on CPUs that have it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_data_flow_matches_scalar() {
+        use super::avx2;
+        use crate::act::{ActRow, QAct};
+        if !super::has_avx2() {
+            println!("SKIPPED: CPU lacks AVX2/FMA/F16C");
+            return;
+        }
+        type Scalar = fn(&[u8], &ActRow) -> f32;
+        type Emu<const N: usize> = unsafe fn(&[u8], &[ActRow; N]) -> [f32; N];
+        let kernels: [(&str, usize, &[usize], Scalar, Emu<1>, Emu<2>, Emu<4>); 5] = [
+            (
+                "q4_0",
+                18,
+                &[0],
+                super::dot_q4_0_scalar,
+                avx2::dot_q4_0_vnni_emulated::<1>,
+                avx2::dot_q4_0_vnni_emulated::<2>,
+                avx2::dot_q4_0_vnni_emulated::<4>,
+            ),
+            (
+                "q4_1",
+                20,
+                &[0, 2],
+                super::dot_q4_1_scalar,
+                avx2::dot_q4_1_vnni_emulated::<1>,
+                avx2::dot_q4_1_vnni_emulated::<2>,
+                avx2::dot_q4_1_vnni_emulated::<4>,
+            ),
+            (
+                "q5_0",
+                22,
+                &[0],
+                super::dot_q5_0_scalar,
+                avx2::dot_q5_0_vnni_emulated::<1>,
+                avx2::dot_q5_0_vnni_emulated::<2>,
+                avx2::dot_q5_0_vnni_emulated::<4>,
+            ),
+            (
+                "q5_1",
+                24,
+                &[0, 2],
+                super::dot_q5_1_scalar,
+                avx2::dot_q5_1_vnni_emulated::<1>,
+                avx2::dot_q5_1_vnni_emulated::<2>,
+                avx2::dot_q5_1_vnni_emulated::<4>,
+            ),
+            (
+                "q8_0",
+                34,
+                &[0],
+                super::dot_q8_0_scalar,
+                avx2::dot_q8_0_vnni_emulated::<1>,
+                avx2::dot_q8_0_vnni_emulated::<2>,
+                avx2::dot_q8_0_vnni_emulated::<4>,
+            ),
+        ];
+        let mut s = 0x5eed_1234_abcd_0077u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for (name, bb, scales, scalar, e1, e2, e4) in kernels {
+            for nb in [1usize, 3, 4, 5, 7, 13, 37] {
+                let mut w: Vec<u8> = (0..nb * bb).map(|_| next() as u8).collect();
+                for blk in w.chunks_mut(bb) {
+                    for &o in scales {
+                        let v = ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.3) * 0.05;
+                        blk[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                    }
+                }
+                let k = 32 * nb;
+                let x: Vec<f32> = (0..4 * k)
+                    .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0)
+                    .collect();
+                let mut q = QAct::default();
+                q.quantize(&x, 4, k, 32, true);
+                let rows = [q.row(0), q.row(1), q.row(2), q.row(3)];
+                let want: Vec<u32> = rows.iter().map(|r| scalar(&w, r).to_bits()).collect();
+                // SAFETY: AVX2/FMA/F16C checked above.
+                let (g1, g2, g4) = unsafe {
+                    (
+                        e1(&w, &[rows[0]]),
+                        e2(&w, &[rows[0], rows[1]]),
+                        e4(&w, &rows),
+                    )
+                };
+                assert_eq!(g1[0].to_bits(), want[0], "{name} nb={nb} one token");
+                for t in 0..2 {
+                    assert_eq!(g2[t].to_bits(), want[t], "{name} nb={nb} two tokens, {t}");
+                }
+                for t in 0..4 {
+                    assert_eq!(g4[t].to_bits(), want[t], "{name} nb={nb} four tokens, {t}");
+                }
+            }
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn utmp_unpack_matches_scale_min_k4() {

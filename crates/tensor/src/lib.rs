@@ -18,8 +18,9 @@
 //!   is described in the `kernels` module. Float weights use a fixed 32-lane f32 order.
 //! * [`ops`]: f32 (and f16 KV-cache) vector kernels with scalar twins in [`ops::scalar`].
 //!
-//! ISA paths: AVX2+FMA+F16C (chosen at run time with `is_x86_feature_detected!`) and portable
-//! scalar code; both give identical bits.
+//! ISA paths ([`Isa`]): AVX-512 VNNI (integer dot products of the 32-value block types),
+//! AVX2+FMA+F16C, chosen at run time with `is_x86_feature_detected!`, and portable scalar
+//! code; all give identical bits.
 
 // Kernel code indexes several arrays in lock-step, mirroring the ggml definitions.
 #![allow(clippy::needless_range_loop)]
@@ -32,7 +33,7 @@ pub mod ops;
 mod quants;
 
 pub use dtype::DType;
-pub use matmul::{dequantize, dequantize_row, matmul, matmul_scalar, quantize};
+pub use matmul::{dequantize, dequantize_row, matmul, matmul_isa, matmul_scalar, quantize, Isa};
 
 use thiserror::Error;
 
@@ -58,6 +59,8 @@ pub enum TensorError {
     Unsupported { op: &'static str, dtype: DType },
     #[error("{0}")]
     Shape(String),
+    #[error("the {0} kernels cannot run on this CPU")]
+    UnsupportedIsa(&'static str),
 }
 
 /// A borrowed row-major matrix in its stored type. The bytes may be unaligned

@@ -32,13 +32,15 @@ enum Kernel {
 #[cfg(target_arch = "x86_64")]
 mod avx2_entry {
     //! Safe entry points to the AVX2 kernels. They are only reachable through
-    //! [`super::kernel_for`], which hands them out after `kernels::has_avx2()` returned true.
+    //! [`super::kernel_for`], which hands them out after `kernels::has_avx2()` returned true
+    //! (and the `_vnni` forms after `kernels::has_avx512_vnni()` did).
     use crate::act::ActRow;
     use crate::kernels::avx2;
     macro_rules! wrap_q {
         ($($name:ident, $name2:ident, $name4:ident;)*) => {$(
             pub(super) fn $name(w: &[u8], a: &ActRow) -> f32 {
-                // SAFETY: only selected when the CPU has AVX2, FMA and F16C.
+                // SAFETY: only selected when the CPU has AVX2, FMA and F16C (and, for the
+                // `_vnni` forms, AVX-512 F, VL and VNNI).
                 unsafe { avx2::$name::<1>(w, &[*a])[0] }
             }
             pub(super) fn $name2(w: &[u8], a: &[ActRow; 2]) -> [f32; 2] {
@@ -53,6 +55,11 @@ mod avx2_entry {
     }
     wrap_q! {
         dot_q4_0, dot_q4_0_x2, dot_q4_0_x4;
+        dot_q4_0_vnni, dot_q4_0_vnni_x2, dot_q4_0_vnni_x4;
+        dot_q4_1_vnni, dot_q4_1_vnni_x2, dot_q4_1_vnni_x4;
+        dot_q5_0_vnni, dot_q5_0_vnni_x2, dot_q5_0_vnni_x4;
+        dot_q5_1_vnni, dot_q5_1_vnni_x2, dot_q5_1_vnni_x4;
+        dot_q8_0_vnni, dot_q8_0_vnni_x2, dot_q8_0_vnni_x4;
         dot_q4_1, dot_q4_1_x2, dot_q4_1_x4;
         dot_q5_0, dot_q5_0_x2, dot_q5_0_x4;
         dot_q5_1, dot_q5_1_x2, dot_q5_1_x4;
@@ -102,11 +109,88 @@ macro_rules! scalar_x2 {
     };
 }
 
-/// Kernel selection; `simd = false` forces the scalar definitions (used by tests).
-fn kernel_for(dtype: DType, simd: bool) -> Kernel {
+/// The instruction-set paths of the kernels. Every path computes the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Portable Rust: the definitions the SIMD paths reproduce.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX2 plus AVX-512 F/VL/VNNI: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
+    /// take their integer dot products from `vpdpbusd`; the rest as [`Isa::Avx2`].
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Whether this CPU can run the path.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => kernels::has_avx2(),
+            Isa::Avx512Vnni => kernels::has_avx512_vnni(),
+        }
+    }
+
+    /// The paths this CPU can run, scalar first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|i| i.supported())
+            .collect()
+    }
+
+    /// The path [`matmul`] takes: the widest one available, or the one named by the
+    /// environment variable `DEEPSEEK_ISA` (`scalar`, `avx2`, `avx512vnni`) when this CPU
+    /// supports it (for comparisons between paths on one machine). Decided once.
+    pub fn current() -> Isa {
+        use std::sync::OnceLock;
+        static CUR: OnceLock<Isa> = OnceLock::new();
+        *CUR.get_or_init(|| {
+            let best = *Isa::available().last().unwrap_or(&Isa::Scalar);
+            match std::env::var("DEEPSEEK_ISA").ok().as_deref() {
+                Some(name) => Isa::parse(name).filter(|i| i.supported()).unwrap_or(best),
+                None => best,
+            }
+        })
+    }
+
+    /// The path named `scalar`, `avx2` or `avx512vnni`.
+    pub fn parse(name: &str) -> Option<Isa> {
+        match name.to_ascii_lowercase().as_str() {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            "avx512vnni" | "avx512_vnni" | "avx512-vnni" => Some(Isa::Avx512Vnni),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+/// Kernel selection for a path this CPU supports (the caller checked).
+fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
     use kernels as k;
     #[cfg(target_arch = "x86_64")]
-    if simd && k::has_avx2() {
+    if isa == Isa::Avx512Vnni && k::has_avx512_vnni() {
+        use avx2_entry as a;
+        let q = |f1: QKernel, f2: QKernel2, f4: QKernel4| Kernel::Quant(f1, f2, f4, 32);
+        match dtype {
+            DType::Q4_0 => return q(a::dot_q4_0_vnni, a::dot_q4_0_vnni_x2, a::dot_q4_0_vnni_x4),
+            DType::Q4_1 => return q(a::dot_q4_1_vnni, a::dot_q4_1_vnni_x2, a::dot_q4_1_vnni_x4),
+            DType::Q5_0 => return q(a::dot_q5_0_vnni, a::dot_q5_0_vnni_x2, a::dot_q5_0_vnni_x4),
+            DType::Q5_1 => return q(a::dot_q5_1_vnni, a::dot_q5_1_vnni_x2, a::dot_q5_1_vnni_x4),
+            DType::Q8_0 => return q(a::dot_q8_0_vnni, a::dot_q8_0_vnni_x2, a::dot_q8_0_vnni_x4),
+            _ => {}
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 && k::has_avx2() {
         use avx2_entry as a;
         return match dtype {
             DType::F32 => Kernel::Float(a::dot_f32b, a::dot_f32b_x2),
@@ -122,7 +206,7 @@ fn kernel_for(dtype: DType, simd: bool) -> Kernel {
             DType::Q6_K => Kernel::Quant(a::dot_q6_k, a::dot_q6_k_x2, a::dot_q6_k_x4, 256),
         };
     }
-    let _ = simd;
+    let _ = isa;
     match dtype {
         DType::F32 => Kernel::Float(k::dot_f32b_scalar, scalar_x2!(k::dot_f32b_scalar)),
         DType::F16 => Kernel::Float(k::dot_f16_scalar, scalar_x2!(k::dot_f16_scalar)),
@@ -199,12 +283,26 @@ unsafe impl Sync for OutPtr {}
 /// thread count (batch invariance). Quantised weights are multiplied with 8-bit quantised
 /// activations (see the `kernels` module for the exact arithmetic).
 pub fn matmul(w: &MatRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), TensorError> {
-    matmul_impl(w, x, n, out, true)
+    matmul_impl(w, x, n, out, Isa::current())
 }
 
 /// [`matmul`] with the plain scalar kernels (the definitions the SIMD paths reproduce).
 pub fn matmul_scalar(w: &MatRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<(), TensorError> {
-    matmul_impl(w, x, n, out, false)
+    matmul_impl(w, x, n, out, Isa::Scalar)
+}
+
+/// [`matmul`] on a chosen path; an error if this CPU cannot run it.
+pub fn matmul_isa(
+    isa: Isa,
+    w: &MatRef,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<(), TensorError> {
+    if !isa.supported() {
+        return Err(TensorError::UnsupportedIsa(isa.name()));
+    }
+    matmul_impl(w, x, n, out, isa)
 }
 
 fn check(w: &MatRef, x: &[f32], n: usize, out: &[f32]) -> Result<(), TensorError> {
@@ -246,7 +344,7 @@ fn matmul_impl(
     x: &[f32],
     n: usize,
     out: &mut [f32],
-    simd: bool,
+    isa: Isa,
 ) -> Result<(), TensorError> {
     check(w, x, n, out)?;
     if n == 0 || w.rows == 0 {
@@ -256,7 +354,8 @@ fn matmul_impl(
         out.fill(0.0);
         return Ok(());
     }
-    match kernel_for(w.dtype, simd) {
+    let simd = isa != Isa::Scalar;
+    match kernel_for(w.dtype, isa) {
         Kernel::Float(f1, f2) => {
             let xr = |t: usize| &x[t * w.cols..(t + 1) * w.cols];
             run_rows(w, n, out, |r, t0, t1, o: &mut [f32]| {

@@ -1,7 +1,9 @@
 //! matmul: SIMD vs scalar twins, batch/thread invariance, and accuracy against an f64 reference.
 #![allow(clippy::needless_range_loop)]
 
-use deepseek_tensor::{dequantize_row, matmul, matmul_scalar, quantize, DType, MatRef};
+use deepseek_tensor::{
+    dequantize_row, matmul, matmul_isa, matmul_scalar, quantize, DType, Isa, MatRef,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -60,14 +62,10 @@ const SHAPES: [(usize, usize); 7] = [
 
 #[test]
 fn simd_matches_scalar_bit_exact() {
-    #[cfg(target_arch = "x86_64")]
-    let simd = is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c");
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
-    if !simd {
-        println!("SKIPPED (in effect): no AVX2+FMA+F16C here, matmul runs the scalar kernels");
+    let isas = Isa::available();
+    println!("kernel paths on this CPU: {isas:?}");
+    if isas == [Isa::Scalar] {
+        println!("SKIPPED (in effect): no SIMD path runs here, matmul runs the scalar kernels");
     }
     let mut rng = Rng(0x1234_5678_9abc_def1);
     for t in DType::ALL {
@@ -82,24 +80,46 @@ fn simd_matches_scalar_bit_exact() {
                 let mut buf = vec![0u8; wb.len() + 3];
                 buf[3..].copy_from_slice(&wb);
                 let w = MatRef::new(t, rows, cols, &buf[3..]).unwrap();
-                for n in [1, 3, 9] {
+                for n in [1, 2, 3, 9] {
                     let x = rng.vec(n * cols);
+                    let mut want = vec![0f32; n * rows];
+                    matmul_scalar(&w, &x, n, &mut want).unwrap();
                     let mut a = vec![0f32; n * rows];
-                    let mut b = vec![0f32; n * rows];
                     matmul(&w, &x, n, &mut a).unwrap();
-                    matmul_scalar(&w, &x, n, &mut b).unwrap();
-                    for i in 0..a.len() {
-                        assert_eq!(
-                            a[i].to_bits(),
-                            b[i].to_bits(),
-                            "{t} {rows}x{cols} n={n} raw={raw} at {i}: {} vs {}",
-                            a[i],
-                            b[i]
-                        );
+                    let mut got = vec![("default", a)];
+                    for &isa in &isas[1..] {
+                        let mut b = vec![0f32; n * rows];
+                        matmul_isa(isa, &w, &x, n, &mut b).unwrap();
+                        got.push((isa.name(), b));
+                    }
+                    for (name, a) in &got {
+                        for i in 0..a.len() {
+                            assert_eq!(
+                                a[i].to_bits(),
+                                want[i].to_bits(),
+                                "{name}: {t} {rows}x{cols} n={n} raw={raw} at {i}: {} vs {}",
+                                a[i],
+                                want[i]
+                            );
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+#[test]
+fn isa_paths_report_support() {
+    let isas = Isa::available();
+    assert_eq!(isas[0], Isa::Scalar);
+    assert!(isas.contains(&Isa::current()));
+    let w = MatRef::new(DType::Q8_0, 1, 32, &[0u8; 34]).unwrap();
+    let mut out = [0f32; 1];
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni] {
+        let r = matmul_isa(isa, &w, &[0.5; 32], 1, &mut out);
+        assert_eq!(r.is_ok(), isas.contains(&isa), "{isa:?}");
+        assert_eq!(Isa::parse(isa.name()), Some(isa));
     }
 }
 
