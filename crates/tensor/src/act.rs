@@ -12,6 +12,8 @@
 #[derive(Default, Debug, Clone)]
 pub(crate) struct QAct {
     pub block: usize,
+    /// Whether the Q4_0 group layout (`qsq`, `l8q`, `dq`) is built.
+    pub groups: bool,
     pub k: usize,
     pub n: usize,
     pub d: Vec<f32>,
@@ -20,7 +22,7 @@ pub(crate) struct QAct {
     pub lsum8: Vec<i32>,
     pub bsum: Vec<i16>,
     pub bsum32: Vec<i16>,
-    /// Q4_0 layout (only when `block == 32`): per group of 4 blocks of a row (the last group
+    /// Q4_0 layout (only when `block == 32` and `groups`): per group of 4 blocks of a row (the last group
     /// padded with zeros), 128 bytes: for `c < 4`, `j < 4`, bytes `32c + 8j..+8` hold values
     /// `8c..8c + 8` of block `j`.
     pub qsq: Vec<i8>,
@@ -119,10 +121,20 @@ fn scalar_block(xb: &[f32], qb: &mut [i8], quads: &mut [i32]) -> f32 {
 }
 
 impl QAct {
-    /// Quantise `x` (`n` rows of `k`, `k` a multiple of `block`) into `self`, reusing its buffers.
-    pub fn quantize(&mut self, x: &[f32], n: usize, k: usize, block: usize, simd: bool) {
+    /// Quantise `x` (`n` rows of `k`, `k` a multiple of `block`) into `self`, reusing its buffers;
+    /// `groups` also builds the Q4_0 group layout (only the Q4_0 kernels read it).
+    pub fn quantize(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        k: usize,
+        block: usize,
+        simd: bool,
+        groups: bool,
+    ) {
         debug_assert!(k.is_multiple_of(block) && block.is_multiple_of(32) && x.len() == n * k);
         self.block = block;
+        self.groups = groups;
         self.k = k;
         self.n = n;
         let total = n * k;
@@ -176,9 +188,9 @@ impl QAct {
         self.build_groups();
     }
 
-    /// Groups of 4 blocks of 32 values per row (0 unless `block == 32`).
+    /// Groups of 4 blocks of 32 values per row (0 unless `block == 32` and `groups`).
     fn groups_per_row(&self) -> usize {
-        if self.block == 32 {
+        if self.block == 32 && self.groups {
             (self.k / 32).div_ceil(4)
         } else {
             0

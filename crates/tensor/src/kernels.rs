@@ -1292,7 +1292,7 @@ mod tests {
                     .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0)
                     .collect();
                 let mut q = QAct::default();
-                q.quantize(&x, 4, k, 32, true);
+                q.quantize(&x, 4, k, 32, true, true);
                 let rows = [q.row(0), q.row(1), q.row(2), q.row(3)];
                 let want: Vec<u32> = rows.iter().map(|r| scalar(&w, r).to_bits()).collect();
                 // SAFETY: AVX2/FMA/F16C checked above.

@@ -373,7 +373,7 @@ fn matmul_impl(
         }
         Kernel::Quant(f1, f2, f4, block) => {
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
-            act.quantize(x, n, w.cols, block, simd);
+            act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
             run_rows(w, n, out, |r, t0, t1, o: &mut [f32]| {
                 let wr = w.row(r);
