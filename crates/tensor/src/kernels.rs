@@ -1224,7 +1224,17 @@ mod tests {
         }
         type Scalar = fn(&[u8], &ActRow) -> f32;
         type Emu<const N: usize> = unsafe fn(&[u8], &[ActRow; N]) -> [f32; N];
-        let kernels: [(&str, usize, &[usize], Scalar, Emu<1>, Emu<2>, Emu<4>); 5] = [
+        /// Name, block bytes, offsets of the f16 scales, scalar kernel, 1/2/4-token VNNI flows.
+        type Case = (
+            &'static str,
+            usize,
+            &'static [usize],
+            Scalar,
+            Emu<1>,
+            Emu<2>,
+            Emu<4>,
+        );
+        let kernels: [Case; 5] = [
             (
                 "q4_0",
                 18,
