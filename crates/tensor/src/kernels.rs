@@ -1234,52 +1234,25 @@ mod tests {
             Emu<2>,
             Emu<4>,
         );
+        macro_rules! case {
+            ($name:literal, $bb:literal, $scales:expr, $scalar:ident, $emu:ident) => {
+                (
+                    $name,
+                    $bb,
+                    $scales,
+                    super::$scalar,
+                    avx2::$emu::<1>,
+                    avx2::$emu::<2>,
+                    avx2::$emu::<4>,
+                )
+            };
+        }
         let kernels: [Case; 5] = [
-            (
-                "q4_0",
-                18,
-                &[0],
-                super::dot_q4_0_scalar,
-                avx2::dot_q4_0_vnni_emulated::<1>,
-                avx2::dot_q4_0_vnni_emulated::<2>,
-                avx2::dot_q4_0_vnni_emulated::<4>,
-            ),
-            (
-                "q4_1",
-                20,
-                &[0, 2],
-                super::dot_q4_1_scalar,
-                avx2::dot_q4_1_vnni_emulated::<1>,
-                avx2::dot_q4_1_vnni_emulated::<2>,
-                avx2::dot_q4_1_vnni_emulated::<4>,
-            ),
-            (
-                "q5_0",
-                22,
-                &[0],
-                super::dot_q5_0_scalar,
-                avx2::dot_q5_0_vnni_emulated::<1>,
-                avx2::dot_q5_0_vnni_emulated::<2>,
-                avx2::dot_q5_0_vnni_emulated::<4>,
-            ),
-            (
-                "q5_1",
-                24,
-                &[0, 2],
-                super::dot_q5_1_scalar,
-                avx2::dot_q5_1_vnni_emulated::<1>,
-                avx2::dot_q5_1_vnni_emulated::<2>,
-                avx2::dot_q5_1_vnni_emulated::<4>,
-            ),
-            (
-                "q8_0",
-                34,
-                &[0],
-                super::dot_q8_0_scalar,
-                avx2::dot_q8_0_vnni_emulated::<1>,
-                avx2::dot_q8_0_vnni_emulated::<2>,
-                avx2::dot_q8_0_vnni_emulated::<4>,
-            ),
+            case!("q4_0", 18, &[0], dot_q4_0_scalar, dot_q4_0_vnni_emulated),
+            case!("q4_1", 20, &[0, 2], dot_q4_1_scalar, dot_q4_1_vnni_emulated),
+            case!("q5_0", 22, &[0], dot_q5_0_scalar, dot_q5_0_vnni_emulated),
+            case!("q5_1", 24, &[0, 2], dot_q5_1_scalar, dot_q5_1_vnni_emulated),
+            case!("q8_0", 34, &[0], dot_q8_0_scalar, dot_q8_0_vnni_emulated),
         ];
         let mut s = 0x5eed_1234_abcd_0077u64;
         let mut next = move || {
