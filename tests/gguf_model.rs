@@ -181,3 +181,68 @@ fn converted_gguf_carries_the_tokenizer() {
     }
     assert_eq!(g.chat_template(), h.chat_template());
 }
+
+/// A GGUF file carries no generation_config.json: sampling defaults come from its
+/// `general.sampling.*` keys, and llama.cpp's defaults fill what it lacks.
+#[test]
+fn gguf_sampling_defaults_follow_llamacpp() {
+    use deepseek_gguf::{GgufFile, GgufWriter, Value};
+    let write = |name: &str, meta: Vec<(String, Value)>| {
+        let path = std::env::temp_dir().join(format!(
+            "deepseek-test-{}-sampling-{name}.gguf",
+            std::process::id()
+        ));
+        GgufWriter::new(meta, vec![], 32)
+            .unwrap()
+            .create(&path)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        let g = deepseek::loader::gguf::generation(&file);
+        std::fs::remove_file(&path).ok();
+        g
+    };
+    let g = write("none", vec![]).unwrap();
+    assert_eq!(g.do_sample, Some(true));
+    assert_eq!(
+        (
+            g.temperature,
+            g.top_k,
+            g.top_p,
+            g.min_p,
+            g.repetition_penalty
+        ),
+        (Some(0.8), Some(40), Some(0.95), Some(0.05), Some(1.0))
+    );
+    let key = |k: &str, v: Value| (format!("general.sampling.{k}"), v);
+    let g = write(
+        "set",
+        vec![
+            key("temp", Value::F32(0.7)),
+            key("top_k", Value::I32(20)),
+            key("top_p", Value::F32(0.9)),
+            key("min_p", Value::F32(0.0)),
+            key("penalty_repeat", Value::F32(1.1)),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            g.temperature,
+            g.top_k,
+            g.top_p,
+            g.min_p,
+            g.repetition_penalty
+        ),
+        (Some(0.7), Some(20), Some(0.9), Some(0.0), Some(1.1))
+    );
+    let g = write("greedy", vec![key("temp", Value::F32(0.0))]).unwrap();
+    assert_eq!(g.do_sample, Some(false));
+    let err = write("bad", vec![key("top_k", Value::String("many".into()))]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("general.sampling.top_k") && msg.contains("non-negative integer"),
+        "{msg}"
+    );
+}

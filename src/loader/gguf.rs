@@ -314,6 +314,40 @@ pub fn tokenizer(file: &GgufFile) -> Result<Tokenizer> {
     Ok(Tokenizer::from_gguf_vocab(&vocab(file)?)?)
 }
 
+/// Sampling defaults of a GGUF model, as llama.cpp takes them: the file's `general.sampling.*`
+/// keys where it has them, llama.cpp's own defaults otherwise (temperature 0.8, top-k 40,
+/// top-p 0.95, min-p 0.05, no repetition penalty). A GGUF file carries no
+/// `generation_config.json`, and its users expect what llama.cpp and Ollama do with it.
+pub fn generation(file: &GgufFile) -> Result<GenerationConfig> {
+    let f = |key: &str, default: f32| -> Result<f32> {
+        Ok(opt_f64(file, key)?.map_or(default, |v| v as f32))
+    };
+    let temperature = f("general.sampling.temp", 0.8)?;
+    let top_k = match file.get("general.sampling.top_k") {
+        None => 40,
+        Some(v) => v
+            .as_f64()
+            .filter(|k| *k >= 0.0 && k.fract() == 0.0)
+            .map(|k| k as usize)
+            .ok_or_else(|| {
+                meta_err(
+                    file,
+                    "general.sampling.top_k",
+                    format!("expected a non-negative integer, found {}", v.type_name()),
+                )
+            })?,
+    };
+    Ok(GenerationConfig {
+        do_sample: Some(temperature > 0.0),
+        temperature: Some(temperature),
+        top_k: Some(top_k),
+        top_p: Some(f("general.sampling.top_p", 0.95)?),
+        min_p: Some(f("general.sampling.min_p", 0.05)?),
+        repetition_penalty: Some(f("general.sampling.penalty_repeat", 1.0)?),
+        ..GenerationConfig::default()
+    })
+}
+
 /// Open a GGUF file and load its model (not its tokenizer).
 pub fn load_model(path: &Path) -> Result<(GgufFile, Model, GenerationConfig, u64)> {
     let file = GgufFile::open(path)?;
@@ -323,5 +357,6 @@ pub fn load_model(path: &Path) -> Result<(GgufFile, Model, GenerationConfig, u64
     let bytes = std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
         .len();
-    Ok((file, model, GenerationConfig::default(), bytes))
+    let generation = generation(&file)?;
+    Ok((file, model, generation, bytes))
 }
