@@ -9,8 +9,8 @@ cargo build --release --quiet
 model=$(bash scripts/fetch-smollm2.sh)
 echo "Model: $model (SmolLM2-135M-Instruct, Q4_1 GGUF)" >&2
 # With no arguments: greedy decoding, and a short system message in place of the one the
-# model's template inserts by default. This small 4-bit model answers in garbled French with
-# that one (llama.cpp gives the same tokens) and often when sampling: the demo stays
+# model's template inserts by default. With that one this small 4-bit model answers in garbled
+# French (llama.cpp gives the same tokens), and sampling often does the same: the demo stays
 # reproducible. Any argument replaces these defaults.
 if [ $# -eq 0 ]; then
   set -- --system "You are a helpful assistant." --temperature 0
