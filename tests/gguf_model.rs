@@ -203,16 +203,19 @@ fn gguf_sampling_defaults_follow_llamacpp() {
         std::fs::remove_file(&path).ok();
         g
     };
-    let g = write("none", vec![]).unwrap();
-    assert_eq!(g.do_sample, Some(true));
-    assert_eq!(
+    let params = |g: &deepseek::model::GenerationConfig| {
         (
             g.temperature,
             g.top_k,
             g.top_p,
             g.min_p,
-            g.repetition_penalty
-        ),
+            g.repetition_penalty,
+        )
+    };
+    let g = write("none", vec![]).unwrap();
+    assert_eq!(g.do_sample, Some(true));
+    assert_eq!(
+        params(&g),
         (Some(0.8), Some(40), Some(0.95), Some(0.05), Some(1.0))
     );
     let key = |k: &str, v: Value| (format!("general.sampling.{k}"), v);
@@ -228,13 +231,7 @@ fn gguf_sampling_defaults_follow_llamacpp() {
     )
     .unwrap();
     assert_eq!(
-        (
-            g.temperature,
-            g.top_k,
-            g.top_p,
-            g.min_p,
-            g.repetition_penalty
-        ),
+        params(&g),
         (Some(0.7), Some(20), Some(0.9), Some(0.0), Some(1.1))
     );
     let g = write("greedy", vec![key("temp", Value::F32(0.0))]).unwrap();

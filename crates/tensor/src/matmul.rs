@@ -173,6 +173,13 @@ impl Isa {
     }
 }
 
+/// The scalar kernel of a quantised type with its 2- and 4-row forms, for blocks of `block`.
+macro_rules! scalar_q {
+    ($f:path, $block:expr) => {
+        Kernel::Quant($f, scalar_x2q!($f), scalar_x4!($f), $block)
+    };
+}
+
 /// Kernel selection for a path this CPU supports (the caller checked).
 fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
     use kernels as k;
@@ -211,54 +218,14 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
         DType::F32 => Kernel::Float(k::dot_f32b_scalar, scalar_x2!(k::dot_f32b_scalar)),
         DType::F16 => Kernel::Float(k::dot_f16_scalar, scalar_x2!(k::dot_f16_scalar)),
         DType::BF16 => Kernel::Float(k::dot_bf16_scalar, scalar_x2!(k::dot_bf16_scalar)),
-        DType::Q4_0 => Kernel::Quant(
-            k::dot_q4_0_scalar,
-            scalar_x2q!(k::dot_q4_0_scalar),
-            scalar_x4!(k::dot_q4_0_scalar),
-            32,
-        ),
-        DType::Q4_1 => Kernel::Quant(
-            k::dot_q4_1_scalar,
-            scalar_x2q!(k::dot_q4_1_scalar),
-            scalar_x4!(k::dot_q4_1_scalar),
-            32,
-        ),
-        DType::Q5_0 => Kernel::Quant(
-            k::dot_q5_0_scalar,
-            scalar_x2q!(k::dot_q5_0_scalar),
-            scalar_x4!(k::dot_q5_0_scalar),
-            32,
-        ),
-        DType::Q5_1 => Kernel::Quant(
-            k::dot_q5_1_scalar,
-            scalar_x2q!(k::dot_q5_1_scalar),
-            scalar_x4!(k::dot_q5_1_scalar),
-            32,
-        ),
-        DType::Q8_0 => Kernel::Quant(
-            k::dot_q8_0_scalar,
-            scalar_x2q!(k::dot_q8_0_scalar),
-            scalar_x4!(k::dot_q8_0_scalar),
-            32,
-        ),
-        DType::Q4_K => Kernel::Quant(
-            k::dot_q4_k_scalar,
-            scalar_x2q!(k::dot_q4_k_scalar),
-            scalar_x4!(k::dot_q4_k_scalar),
-            256,
-        ),
-        DType::Q5_K => Kernel::Quant(
-            k::dot_q5_k_scalar,
-            scalar_x2q!(k::dot_q5_k_scalar),
-            scalar_x4!(k::dot_q5_k_scalar),
-            256,
-        ),
-        DType::Q6_K => Kernel::Quant(
-            k::dot_q6_k_scalar,
-            scalar_x2q!(k::dot_q6_k_scalar),
-            scalar_x4!(k::dot_q6_k_scalar),
-            256,
-        ),
+        DType::Q4_0 => scalar_q!(k::dot_q4_0_scalar, 32),
+        DType::Q4_1 => scalar_q!(k::dot_q4_1_scalar, 32),
+        DType::Q5_0 => scalar_q!(k::dot_q5_0_scalar, 32),
+        DType::Q5_1 => scalar_q!(k::dot_q5_1_scalar, 32),
+        DType::Q8_0 => scalar_q!(k::dot_q8_0_scalar, 32),
+        DType::Q4_K => scalar_q!(k::dot_q4_k_scalar, 256),
+        DType::Q5_K => scalar_q!(k::dot_q5_k_scalar, 256),
+        DType::Q6_K => scalar_q!(k::dot_q6_k_scalar, 256),
     }
 }
 
