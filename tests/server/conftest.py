@@ -54,7 +54,11 @@ class Server:
                         return
                     if h.status_code == 503 and h.json().get("status") == "loading":
                         c = requests.post(self.url + "/v1/completions", json={"prompt": "x"}, timeout=5)
-                        self.loading_answers.append((h.json(), c.status_code, c.json()))
+                        # Keep the answer only if the model was still loading after it came back:
+                        # otherwise loading may have ended between the two probes.
+                        after = requests.get(self.url + "/health", timeout=5)
+                        if after.status_code == 503 or c.status_code == 503:
+                            self.loading_answers.append((h.json(), c.status_code, c.json()))
                 except requests.RequestException:
                     pass
             if self.proc.poll() is not None:
