@@ -21,9 +21,11 @@
 //!   min correction `imin[l] = m[2l]·Σy[2l] + m[2l+1]·Σy[2l+1]` (32-value sub-blocks; 0 for
 //!   `l >= 4`) as `acc[l] -= (dmin·dy) · imin[l]`. The result is [`hsum8`]`(acc)`.
 //!
-//! On CPUs with AVX-512 F/VL/VNNI, the 32-value block kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
-//! take their integer sums from `vpdpbusd` (256-bit) instead of `maddubs` + `madd`; the sums
-//! are exact either way, so those kernels give the same bits too. The K-quants keep the AVX2
+//! On CPUs with AVX-512 F/BW/VL/VNNI, the 32-value block kernels (Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0) take their integer sums from `vpdpbusd` instead of `maddubs` + `madd` (Q4_0 unpacks
+//! a group of 4 blocks into 512-bit vectors with one word permutation and runs two 512-bit
+//! `vpdpbusd` per token, and also comes in a two-weight-row form that shares the activation
+//! loads); the sums are exact either way, so those kernels give the same bits too. The K-quants keep the AVX2
 //! form there: their sub-block scales are applied by the `madd` step, which VNNI would not
 //! save. BF16 weights keep the f32 path: `vdpbf16ps` would round the activations to bf16.
 //!
@@ -641,7 +643,7 @@ pub(crate) mod avx2 {
     /// One group of 4 Q4_0 blocks (72 bytes at `blk`, scales as lane pairs in `dwv`) against
     /// `NT` activation rows (group `g` of their 4-block layout); see `dot_q4_0_scalar`.
     #[inline(always)]
-    unsafe fn q4_0_group<const V: u8, const NT: usize>(
+    unsafe fn q4_0_group<const NT: usize>(
         blk: *const u8,
         dwv: __m256,
         a: &[ActRow; NT],
@@ -666,21 +668,13 @@ pub(crate) mod avx2 {
             let y = at.qsq.as_ptr().add(128 * g) as *const __m256i;
             let (y0, y1) = (_mm256_loadu_si256(y), _mm256_loadu_si256(y.add(1)));
             let (y2, y3) = (_mm256_loadu_si256(y.add(2)), _mm256_loadu_si256(y.add(3)));
-            let isum = if V != AVX2 {
-                // Two chains of two VNNI steps: the same exact integer sums.
-                let z = _mm256_setzero_si256();
-                let p = dpbusd::<V>(dpbusd::<V>(z, w0, y0), w1, y1);
-                let q = dpbusd::<V>(dpbusd::<V>(z, w2, y2), w3, y3);
-                _mm256_add_epi32(p, q)
-            } else {
-                let m0 = _mm256_maddubs_epi16(w0, y0);
-                let m1 = _mm256_maddubs_epi16(w1, y1);
-                let m2 = _mm256_maddubs_epi16(w2, y2);
-                let m3 = _mm256_maddubs_epi16(w3, y3);
-                // Each 16-bit lane sums 8 products of at most 15·127: no overflow.
-                let s16 = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
-                _mm256_madd_epi16(s16, _mm256_set1_epi16(1))
-            };
+            let m0 = _mm256_maddubs_epi16(w0, y0);
+            let m1 = _mm256_maddubs_epi16(w1, y1);
+            let m2 = _mm256_maddubs_epi16(w2, y2);
+            let m3 = _mm256_maddubs_epi16(w3, y3);
+            // Each 16-bit lane sums 8 products of at most 15·127: no overflow.
+            let s16 = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
+            let isum = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
             let s32 = _mm256_sub_epi32(
                 isum,
                 _mm256_loadu_si256(at.l8q.as_ptr().add(8 * g) as *const __m256i),
@@ -714,27 +708,156 @@ pub(crate) mod avx2 {
     /// Q4_0 row against `NT` activation rows, four blocks per 256-bit vector.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn dot_q4_0<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
-        q4_0_rows::<AVX2, NT>(w, a)
+        q4_0_rows::<NT>(w, a)
     }
 
-    /// [`dot_q4_0`] with AVX-512 VNNI integer dot products (256-bit, AVX-512 VL).
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn dot_q4_0_vnni<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
-        q4_0_rows::<VNNI, NT>(w, a)
-    }
+    /// Word indices (into the 64 bytes at a group's start, then 32 + k for word k of the 64
+    /// bytes 8 bytes further on) that gather a group's nibble bytes as
+    /// `[qs[0..8] of blocks 0..3 | qs[8..16] of blocks 0..3]`: block `j`'s `qs[8c + 2i..]`
+    /// sits at byte `18j + 2 + 8c + 2i`, word `9j + 1 + 4c + i`.
+    const Q4_0_NIBBLE_WORDS: [u16; 32] = {
+        let mut idx = [0u16; 32];
+        let mut p = 0;
+        while p < 32 {
+            let (c, j, i) = (p / 16, (p / 4) % 4, p % 4);
+            let w = 9 * j + 1 + 4 * c + i;
+            idx[p] = if w < 32 { w } else { 32 + w - 4 } as u16;
+            p += 1;
+        }
+        idx
+    };
 
-    /// The VNNI form's data flow on AVX2 (tests only).
-    #[cfg(test)]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) unsafe fn dot_q4_0_vnni_emulated<const NT: usize>(
-        w: &[u8],
+    /// Word indices of a group's four f16 scales (bytes 0, 18, 36, 54) as lane pairs
+    /// `[d0, d0, d1, d1, d2, d2, d3, d3]` in the low 128 bits.
+    const Q4_0_SCALE_WORDS: [u16; 32] = {
+        let mut idx = [0u16; 32];
+        let mut p = 0;
+        while p < 8 {
+            idx[p] = (9 * (p / 2)) as u16;
+            p += 1;
+        }
+        idx
+    };
+
+    /// One group of 4 Q4_0 blocks (72 bytes at each of the `R` weight rows' `blk`) against
+    /// `NT` activation rows, with 512-bit unpacking and `vpdpbusd` (AVX-512 F/BW/VL/VNNI);
+    /// the activation loads are shared by the `R` rows. The 16 dword sums of the two
+    /// `vpdpbusd` steps hold, in the low half, block `j`'s values `4h..4h+4` and `16+4h..`
+    /// (lane `2j + h`) and, in the high half, its values `8+4h..` and `24+4h..`: their
+    /// (exact) sum is the AVX2 kernel's lane `2j + h`, so the float steps, and the result,
+    /// are bit for bit those of [`q4_0_group`] and `dot_q4_0_scalar`, for every row.
+    #[inline(always)]
+    unsafe fn q4_0_group_512<const R: usize, const NT: usize>(
+        blk: [*const u8; R],
         a: &[ActRow; NT],
-    ) -> [f32; NT] {
-        q4_0_rows::<VNNI_EMULATED, NT>(w, a)
+        g: usize,
+        acc: &mut [[__m256; NT]; R],
+    ) {
+        let nib_idx = _mm512_loadu_si512(Q4_0_NIBBLE_WORDS.as_ptr() as *const __m512i);
+        let sc_idx = _mm512_loadu_si512(Q4_0_SCALE_WORDS.as_ptr() as *const __m512i);
+        let m4 = _mm512_set1_epi8(0xF);
+        let mut wl = [_mm512_setzero_si512(); R];
+        let mut wh = [_mm512_setzero_si512(); R];
+        let mut dwv = [_mm256_setzero_ps(); R];
+        for i in 0..R {
+            // SAFETY: the caller guarantees 72 readable bytes at `blk[i]`: bytes 0..64 and
+            // 8..72 are read.
+            let lo = _mm512_loadu_si512(blk[i] as *const __m512i);
+            let hi = _mm512_loadu_si512(blk[i].add(8) as *const __m512i);
+            let p = _mm512_permutex2var_epi16(lo, nib_idx, hi);
+            wl[i] = _mm512_and_si512(p, m4);
+            wh[i] = _mm512_and_si512(_mm512_srli_epi16::<4>(p), m4);
+            let sc = _mm512_permutexvar_epi16(sc_idx, lo);
+            dwv[i] = _mm256_cvtph_ps(_mm512_castsi512_si128(sc));
+        }
+        for t in 0..NT {
+            let at = &a[t];
+            // SAFETY: group g lies inside every activation row (checked by the caller).
+            let y = at.qsq.as_ptr().add(128 * g);
+            let z0 = _mm512_loadu_si512(y as *const __m512i);
+            let z1 = _mm512_loadu_si512(y.add(64) as *const __m512i);
+            let l8 = _mm256_loadu_si256(at.l8q.as_ptr().add(8 * g) as *const __m256i);
+            let dq = _mm256_loadu_ps(at.dq.as_ptr().add(8 * g));
+            for i in 0..R {
+                let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wl[i], z0);
+                let s = _mm512_dpbusd_epi32(s, wh[i], z1);
+                let isum =
+                    _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
+                let s32 = _mm256_sub_epi32(isum, l8);
+                let dd = _mm256_mul_ps(dwv[i], dq);
+                acc[i][t] = _mm256_add_ps(acc[i][t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(s32)));
+            }
+        }
+    }
+
+    /// `R` Q4_0 weight rows (of equal length) against `NT` activation rows with the 512-bit
+    /// group step; `out[i][t]` is bit for bit [`dot_q4_0`] of row `i` and token `t`.
+    #[inline(always)]
+    unsafe fn q4_0_rows_512<const R: usize, const NT: usize>(
+        w: [&[u8]; R],
+        a: &[ActRow; NT],
+    ) -> [[f32; NT]; R] {
+        let nb = w[0].len() / 18;
+        let ng = nb.div_ceil(4);
+        for wi in &w {
+            assert!(wi.len() == nb * 18);
+        }
+        for r in a {
+            assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
+        }
+        let mut acc = [[_mm256_setzero_ps(); NT]; R];
+        let full = nb / 4;
+        for g in 0..full {
+            let mut blk = [core::ptr::null::<u8>(); R];
+            for i in 0..R {
+                // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w[i]`.
+                blk[i] = w[i].as_ptr().add(72 * g);
+                if NT == 1 {
+                    prefetch(blk[i], PF_DIST, 2);
+                }
+            }
+            q4_0_group_512::<R, NT>(blk, a, g, &mut acc);
+        }
+        if full < ng {
+            // The last 1..3 blocks, padded with empty blocks (scale 0, values 0).
+            let mut buf = [[0u8; 72]; R];
+            let mut blk = [core::ptr::null::<u8>(); R];
+            for i in 0..R {
+                let rest = &w[i][72 * full..];
+                buf[i][..rest.len()].copy_from_slice(rest);
+                blk[i] = buf[i].as_ptr();
+            }
+            q4_0_group_512::<R, NT>(blk, a, full, &mut acc);
+        }
+        let mut out = [[0f32; NT]; R];
+        for i in 0..R {
+            for t in 0..NT {
+                out[i][t] = hsum8_ps(acc[i][t]);
+            }
+        }
+        out
+    }
+
+    /// [`dot_q4_0`] with 512-bit unpacking and AVX-512 VNNI integer dot products (AVX-512
+    /// F, BW, VL, VNNI); the same bits.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q4_0_vnni<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        q4_0_rows_512::<1, NT>([w], a)[0]
+    }
+
+    /// Two Q4_0 weight rows at once (sharing the activation loads), each bit for bit
+    /// [`dot_q4_0_vnni`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q4_0_vnni_pair<const NT: usize>(
+        w0: &[u8],
+        w1: &[u8],
+        a: &[ActRow; NT],
+    ) -> [[f32; NT]; 2] {
+        q4_0_rows_512::<2, NT>([w0, w1], a)
     }
 
     #[inline(always)]
-    unsafe fn q4_0_rows<const V: u8, const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+    unsafe fn q4_0_rows<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
         let nb = w.len() / 18;
         let ng = nb.div_ceil(4);
         assert!(w.len() == nb * 18);
@@ -748,7 +871,7 @@ pub(crate) mod avx2 {
             for g in 0..full {
                 // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w`.
                 let blk = wp.add(4 * g * 18);
-                q4_0_group::<V, NT>(blk, q4_0_scales(blk), a, g, &mut acc);
+                q4_0_group::<NT>(blk, q4_0_scales(blk), a, g, &mut acc);
             }
         } else {
             // Decode: the scales of up to 16 groups are converted ahead of their groups, which
@@ -775,7 +898,7 @@ pub(crate) mod avx2 {
                     prefetch(blk, PF_DIST, 2);
                     let d4 = _mm256_castps128_ps256(_mm_loadu_ps(dwf.as_ptr().add(4 * i)));
                     let dwv = _mm256_permutevar8x32_ps(d4, idx);
-                    q4_0_group::<V, NT>(blk, dwv, a, g + i, &mut acc);
+                    q4_0_group::<NT>(blk, dwv, a, g + i, &mut acc);
                 }
                 g += cnt;
             }
@@ -785,7 +908,7 @@ pub(crate) mod avx2 {
             let mut buf = [0u8; 72];
             let rest = &w[4 * full * 18..];
             buf[..rest.len()].copy_from_slice(rest);
-            q4_0_group::<V, NT>(buf.as_ptr(), q4_0_scales(buf.as_ptr()), a, full, &mut acc);
+            q4_0_group::<NT>(buf.as_ptr(), q4_0_scales(buf.as_ptr()), a, full, &mut acc);
         }
         let mut out = [0f32; NT];
         for t in 0..NT {
@@ -1171,7 +1294,7 @@ pub(crate) mod avx2 {
 }
 
 /// Whether the AVX-512 VNNI forms of the 32-value block kernels can run here (checked once):
-/// AVX2+FMA+F16C plus AVX-512 F, VL and VNNI.
+/// AVX2+FMA+F16C plus AVX-512 F, BW, VL and VNNI (every CPU with AVX-512 VNNI has BW).
 pub(crate) fn has_avx512_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -1180,6 +1303,7 @@ pub(crate) fn has_avx512_vnni() -> bool {
         *HAS.get_or_init(|| {
             has_avx2()
                 && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512vnni")
         })
@@ -1247,8 +1371,7 @@ mod tests {
                 )
             };
         }
-        let kernels: [Case; 5] = [
-            case!("q4_0", 18, &[0], dot_q4_0_scalar, dot_q4_0_vnni_emulated),
+        let kernels: [Case; 4] = [
             case!("q4_1", 20, &[0, 2], dot_q4_1_scalar, dot_q4_1_vnni_emulated),
             case!("q5_0", 22, &[0], dot_q5_0_scalar, dot_q5_0_vnni_emulated),
             case!("q5_1", 24, &[0, 2], dot_q5_1_scalar, dot_q5_1_vnni_emulated),

@@ -18,6 +18,15 @@ type QKernel2 = fn(&[u8], &[ActRow; 2]) -> [f32; 2];
 /// The same for four activation rows at once (sharing the weight unpacking); each result is
 /// bit-identical to the single-row kernel's.
 type QKernel4 = fn(&[u8], &[ActRow; 4]) -> [f32; 4];
+/// Two weight rows against one or four activation rows (sharing the activation loads); each
+/// result is bit-identical to the single-row kernel's.
+#[derive(Clone, Copy)]
+struct QPair {
+    one: QPair1,
+    four: QPair4,
+}
+type QPair1 = fn(&[u8], &[u8], &ActRow) -> [f32; 2];
+type QPair4 = fn(&[u8], &[u8], &[ActRow; 4]) -> [[f32; 4]; 2];
 /// A float-weight kernel: one weight row (stored bytes) · one f32 activation row.
 type FKernel = fn(&[u8], &[f32]) -> f32;
 /// The same for two activation rows (sharing the weight loads), bit-identical per row.
@@ -25,7 +34,7 @@ type FKernel2 = fn(&[u8], [&[f32]; 2]) -> [f32; 2];
 
 #[derive(Clone, Copy)]
 enum Kernel {
-    Quant(QKernel, QKernel2, QKernel4, usize),
+    Quant(QKernel, QKernel2, QKernel4, usize, Option<QPair>),
     Float(FKernel, FKernel2),
 }
 
@@ -52,6 +61,15 @@ mod avx2_entry {
                 unsafe { avx2::$name::<4>(w, a) }
             }
         )*};
+    }
+    pub(super) fn dot_q4_0_vnni_pair1(w0: &[u8], w1: &[u8], a: &ActRow) -> [f32; 2] {
+        // SAFETY: only selected when the CPU has AVX-512 F, BW, VL and VNNI.
+        let r = unsafe { avx2::dot_q4_0_vnni_pair::<1>(w0, w1, &[*a]) };
+        [r[0][0], r[1][0]]
+    }
+    pub(super) fn dot_q4_0_vnni_pair4(w0: &[u8], w1: &[u8], a: &[ActRow; 4]) -> [[f32; 4]; 2] {
+        // SAFETY: as above.
+        unsafe { avx2::dot_q4_0_vnni_pair::<4>(w0, w1, a) }
     }
     wrap_q! {
         dot_q4_0, dot_q4_0_x2, dot_q4_0_x4;
@@ -176,7 +194,7 @@ impl Isa {
 /// The scalar kernel of a quantised type with its 2- and 4-row forms, for blocks of `block`.
 macro_rules! scalar_q {
     ($f:path, $block:expr) => {
-        Kernel::Quant($f, scalar_x2q!($f), scalar_x4!($f), $block)
+        Kernel::Quant($f, scalar_x2q!($f), scalar_x4!($f), $block, None)
     };
 }
 
@@ -186,9 +204,21 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni && k::has_avx512_vnni() {
         use avx2_entry as a;
-        let q = |f1: QKernel, f2: QKernel2, f4: QKernel4| Kernel::Quant(f1, f2, f4, 32);
+        let q = |f1: QKernel, f2: QKernel2, f4: QKernel4| Kernel::Quant(f1, f2, f4, 32, None);
         match dtype {
-            DType::Q4_0 => return q(a::dot_q4_0_vnni, a::dot_q4_0_vnni_x2, a::dot_q4_0_vnni_x4),
+            DType::Q4_0 => {
+                let pair = QPair {
+                    one: a::dot_q4_0_vnni_pair1,
+                    four: a::dot_q4_0_vnni_pair4,
+                };
+                return Kernel::Quant(
+                    a::dot_q4_0_vnni,
+                    a::dot_q4_0_vnni_x2,
+                    a::dot_q4_0_vnni_x4,
+                    32,
+                    Some(pair),
+                );
+            }
             DType::Q4_1 => return q(a::dot_q4_1_vnni, a::dot_q4_1_vnni_x2, a::dot_q4_1_vnni_x4),
             DType::Q5_0 => return q(a::dot_q5_0_vnni, a::dot_q5_0_vnni_x2, a::dot_q5_0_vnni_x4),
             DType::Q5_1 => return q(a::dot_q5_1_vnni, a::dot_q5_1_vnni_x2, a::dot_q5_1_vnni_x4),
@@ -203,14 +233,14 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
             DType::F32 => Kernel::Float(a::dot_f32b, a::dot_f32b_x2),
             DType::F16 => Kernel::Float(a::dot_f16, a::dot_f16_x2),
             DType::BF16 => Kernel::Float(a::dot_bf16, a::dot_bf16_x2),
-            DType::Q4_0 => Kernel::Quant(a::dot_q4_0, a::dot_q4_0_x2, a::dot_q4_0_x4, 32),
-            DType::Q4_1 => Kernel::Quant(a::dot_q4_1, a::dot_q4_1_x2, a::dot_q4_1_x4, 32),
-            DType::Q5_0 => Kernel::Quant(a::dot_q5_0, a::dot_q5_0_x2, a::dot_q5_0_x4, 32),
-            DType::Q5_1 => Kernel::Quant(a::dot_q5_1, a::dot_q5_1_x2, a::dot_q5_1_x4, 32),
-            DType::Q8_0 => Kernel::Quant(a::dot_q8_0, a::dot_q8_0_x2, a::dot_q8_0_x4, 32),
-            DType::Q4_K => Kernel::Quant(a::dot_q4_k, a::dot_q4_k_x2, a::dot_q4_k_x4, 256),
-            DType::Q5_K => Kernel::Quant(a::dot_q5_k, a::dot_q5_k_x2, a::dot_q5_k_x4, 256),
-            DType::Q6_K => Kernel::Quant(a::dot_q6_k, a::dot_q6_k_x2, a::dot_q6_k_x4, 256),
+            DType::Q4_0 => Kernel::Quant(a::dot_q4_0, a::dot_q4_0_x2, a::dot_q4_0_x4, 32, None),
+            DType::Q4_1 => Kernel::Quant(a::dot_q4_1, a::dot_q4_1_x2, a::dot_q4_1_x4, 32, None),
+            DType::Q5_0 => Kernel::Quant(a::dot_q5_0, a::dot_q5_0_x2, a::dot_q5_0_x4, 32, None),
+            DType::Q5_1 => Kernel::Quant(a::dot_q5_1, a::dot_q5_1_x2, a::dot_q5_1_x4, 32, None),
+            DType::Q8_0 => Kernel::Quant(a::dot_q8_0, a::dot_q8_0_x2, a::dot_q8_0_x4, 32, None),
+            DType::Q4_K => Kernel::Quant(a::dot_q4_k, a::dot_q4_k_x2, a::dot_q4_k_x4, 256, None),
+            DType::Q5_K => Kernel::Quant(a::dot_q5_k, a::dot_q5_k_x2, a::dot_q5_k_x4, 256, None),
+            DType::Q6_K => Kernel::Quant(a::dot_q6_k, a::dot_q6_k_x2, a::dot_q6_k_x4, 256, None),
         };
     }
     let _ = isa;
@@ -325,7 +355,8 @@ fn matmul_impl(
     match kernel_for(w.dtype, isa) {
         Kernel::Float(f1, f2) => {
             let xr = |t: usize| &x[t * w.cols..(t + 1) * w.cols];
-            run_rows(w, n, out, |r, t0, t1, o: &mut [f32]| {
+            run_rows(w, n, out, false, |r, m, t0, t1, o: &mut [f32]| {
+                debug_assert_eq!(m, 1);
                 let wr = w.row(r);
                 let mut t = t0;
                 while t + 2 <= t1 {
@@ -338,11 +369,12 @@ fn matmul_impl(
                 }
             });
         }
-        Kernel::Quant(f1, f2, f4, block) => {
+        Kernel::Quant(f1, f2, f4, block, pair) => {
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
-            run_rows(w, n, out, |r, t0, t1, o: &mut [f32]| {
+            // One row at a time: four, two, then single tokens.
+            let single = |r: usize, t0: usize, t1: usize, o: &mut [f32]| {
                 let wr = w.row(r);
                 let mut t = t0;
                 while t + 4 <= t1 {
@@ -360,6 +392,33 @@ fn matmul_impl(
                 for t in t..t1 {
                     o[t - t0] = f1(wr, &rows[t]);
                 }
+            };
+            run_rows(w, n, out, pair.is_some(), |r, m, t0, t1, o: &mut [f32]| {
+                let nt = t1 - t0;
+                match pair {
+                    Some(p) if m == 2 => {
+                        let (w0, w1) = (w.row(r), w.row(r + 1));
+                        let (o0, o1) = o.split_at_mut(nt);
+                        let mut t = t0;
+                        while t + 4 <= t1 {
+                            let four: &[ActRow; 4] = rows[t..t + 4].try_into().expect("four rows");
+                            let v = (p.four)(w0, w1, four);
+                            o0[t - t0..t - t0 + 4].copy_from_slice(&v[0]);
+                            o1[t - t0..t - t0 + 4].copy_from_slice(&v[1]);
+                            t += 4;
+                        }
+                        for t in t..t1 {
+                            let v = (p.one)(w0, w1, &rows[t]);
+                            o0[t - t0] = v[0];
+                            o1[t - t0] = v[1];
+                        }
+                    }
+                    _ => {
+                        for i in 0..m {
+                            single(r + i, t0, t1, &mut o[i * nt..(i + 1) * nt]);
+                        }
+                    }
+                }
             });
             drop(rows);
             ACT.with(|c| *c.borrow_mut() = act);
@@ -368,13 +427,15 @@ fn matmul_impl(
     Ok(())
 }
 
-/// Split the weight rows among the pool's threads. `f(r, t0, t1, out)` computes row `r` for
-/// tokens `t0..t1` into `out[..t1 - t0]`. Which task computes a value never changes it.
+/// Split the weight rows among the pool's threads. `f(r, m, t0, t1, out)` computes rows
+/// `r..r + m` (`m` is 1, or 2 when `pairs` is set) for tokens `t0..t1` into `out`, row `r + i`
+/// at `out[i * (t1 - t0)..]`. Which task computes a value never changes it.
 fn run_rows(
     w: &MatRef,
     n: usize,
     out: &mut [f32],
-    f: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+    pairs: bool,
+    f: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
 ) {
     let rows = w.rows;
     let threads = rayon::current_num_threads().max(1);
@@ -383,24 +444,31 @@ fn run_rows(
     let per = rows.div_ceil(tasks).div_ceil(TILE_ROWS) * TILE_ROWS;
     let ntasks = rows.div_ceil(per);
     let ptr = OutPtr(out.as_mut_ptr());
+    let step = if pairs { 2 } else { 1 };
     let body = |i: usize| {
         let p = ptr;
         let r0 = i * per;
         let r1 = (r0 + per).min(rows);
-        let mut buf = [0f32; TOKENS_PER_STEP];
+        let mut buf = [0f32; 2 * TOKENS_PER_STEP];
         let mut a0 = r0;
         while a0 < r1 {
             let a1 = (a0 + TILE_ROWS).min(r1);
             let mut t0 = 0;
             while t0 < n {
                 let t1 = (t0 + TOKENS_PER_STEP).min(n);
-                for r in a0..a1 {
-                    f(r, t0, t1, &mut buf[..t1 - t0]);
-                    for t in t0..t1 {
-                        // SAFETY: t < n and r < rows, so the index is inside `out`
-                        // (n * rows values); row r belongs to this task only.
-                        unsafe { *p.0.add(t * rows + r) = buf[t - t0] };
+                let nt = t1 - t0;
+                let mut r = a0;
+                while r < a1 {
+                    let m = step.min(a1 - r);
+                    f(r, m, t0, t1, &mut buf[..m * nt]);
+                    for i in 0..m {
+                        for t in t0..t1 {
+                            // SAFETY: t < n and r + i < rows, so the index is inside `out`
+                            // (n * rows values); row r + i belongs to this task only.
+                            unsafe { *p.0.add(t * rows + r + i) = buf[i * nt + t - t0] };
+                        }
                     }
+                    r += m;
                 }
                 t0 = t1;
             }
