@@ -393,7 +393,10 @@ fn matmul_impl(
                     o[t - t0] = f1(wr, &rows[t]);
                 }
             };
-            run_rows(w, n, out, pair.is_some(), |r, m, t0, t1, o: &mut [f32]| {
+            // Pairs of weight rows for prefill-sized batches only: decoding one token from two
+            // interleaved weight streams per thread measured slower than one stream.
+            let pairs = pair.is_some() && n >= 4;
+            run_rows(w, n, out, pairs, |r, m, t0, t1, o: &mut [f32]| {
                 let nt = t1 - t0;
                 match pair {
                     Some(p) if m == 2 => {
