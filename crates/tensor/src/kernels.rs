@@ -25,9 +25,10 @@
 //! Q8_0) take their integer sums from `vpdpbusd` instead of `maddubs` + `madd` (Q4_0 unpacks
 //! a group of 4 blocks into 512-bit vectors with one word permutation and runs two 512-bit
 //! `vpdpbusd` per token, and also comes in a two-weight-row form that shares the activation
-//! loads); the sums are exact either way, so those kernels give the same bits too. The K-quants keep the AVX2
-//! form there: their sub-block scales are applied by the `madd` step, which VNNI would not
-//! save. BF16 weights keep the f32 path: `vdpbf16ps` would round the activations to bf16.
+//! loads); the sums are exact either way, so those kernels give the same bits too. The
+//! K-quants keep the AVX2 form there: their sub-block scales are applied by the `madd` step,
+//! which VNNI would not save. BF16 weights keep the f32 path: `vdpbf16ps` would round the
+//! activations to bf16.
 //!
 //! The AVX2 kernels also come in multi-row forms for prefill and batched decode (2 or 4
 //! activation rows for the quantised types, 2 for the float types) that share the weight
