@@ -278,6 +278,7 @@ pub fn run(
             keep
         });
         // Cancel running sequences whose client went away: their slot is free this step.
+        let mut gone = 0u64;
         for slot in slots.iter_mut() {
             if slot
                 .active
@@ -286,10 +287,17 @@ pub fn run(
             {
                 if let Some(mut a) = slot.active.take() {
                     a.seq.finish(StopCause::Cancelled);
-                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                    gone += 1;
                     log_done(&a, StopCause::Cancelled);
                 }
             }
+        }
+        if gone > 0 {
+            // The freed slots are published before the cancellations are counted, so a
+            // metrics read that sees the count also sees the slots released (release/acquire
+            // pair with the metrics reader).
+            update_running(&slots, &stats);
+            stats.cancelled.fetch_add(gone, Ordering::Release);
         }
 
         // Admit waiting jobs into free slots.
@@ -362,10 +370,7 @@ pub fn run(
             }
             slot.active = Some(a);
         }
-        stats.running.store(
-            slots.iter().filter(|s| s.active.is_some()).count(),
-            Ordering::Relaxed,
-        );
+        update_running(&slots, &stats);
         if slots.iter().all(|s| s.active.is_none()) {
             update_kv_bytes(&slots, &stats);
             continue;
@@ -492,12 +497,15 @@ pub fn run(
             a.pending.push(id);
         }
         update_kv_bytes(&slots, &stats);
-        stats.running.store(
-            slots.iter().filter(|s| s.active.is_some()).count(),
-            Ordering::Relaxed,
-        );
+        update_running(&slots, &stats);
     }
     stats.running.store(0, Ordering::Relaxed);
+}
+
+/// Publish how many slots hold a sequence.
+fn update_running(slots: &[Slot], stats: &SchedulerStats) {
+    let n = slots.iter().filter(|s| s.active.is_some()).count();
+    stats.running.store(n, Ordering::Relaxed);
 }
 
 fn update_kv_bytes(slots: &[Slot], stats: &SchedulerStats) {

@@ -88,7 +88,9 @@ pub fn render(http: &HttpMetrics, s: &SchedulerStats, slots: usize, ready: bool)
         "deepseek_sequences_cancelled_total",
         "counter",
         "Sequences cancelled (client gone or shutdown).",
-        l(&s.cancelled),
+        // Acquire: pairs with the scheduler's release, so the running gauge read below is
+        // at least as new as this count.
+        s.cancelled.load(Ordering::Acquire),
     );
     scalar(
         &mut out,
