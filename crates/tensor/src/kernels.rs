@@ -791,6 +791,103 @@ pub(crate) mod avx2 {
         }
     }
 
+    /// One group of 4 Q4_0 blocks of two weight rows (72 bytes at each `blk`) against `NT`
+    /// activation rows, the integer sums of both rows folded into one 512-bit vector
+    /// `[row 0's 8 lanes | row 1's 8 lanes]` so that the float steps run once for both rows.
+    /// Lane by lane, every integer and float step is the one [`q4_0_group_512`] takes for
+    /// each row on its own (the same exact half sums, the same product order), so the
+    /// results are bit for bit the same.
+    #[inline(always)]
+    unsafe fn q4_0_group_512_pair<const NT: usize>(
+        blk: [*const u8; 2],
+        a: &[ActRow; NT],
+        g: usize,
+        acc: &mut [__m512; NT],
+    ) {
+        let nib_idx = _mm512_loadu_si512(Q4_0_NIBBLE_WORDS.as_ptr() as *const __m512i);
+        let sc_idx = _mm512_loadu_si512(Q4_0_SCALE_WORDS.as_ptr() as *const __m512i);
+        let m4 = _mm512_set1_epi8(0xF);
+        let mut wl = [_mm512_setzero_si512(); 2];
+        let mut wh = [_mm512_setzero_si512(); 2];
+        let mut dw = [_mm256_setzero_ps(); 2];
+        for i in 0..2 {
+            // SAFETY: the caller guarantees 72 readable bytes at `blk[i]`: bytes 0..64 and
+            // 8..72 are read.
+            let lo = _mm512_loadu_si512(blk[i] as *const __m512i);
+            let hi = _mm512_loadu_si512(blk[i].add(8) as *const __m512i);
+            let p = _mm512_permutex2var_epi16(lo, nib_idx, hi);
+            wl[i] = _mm512_and_si512(p, m4);
+            wh[i] = _mm512_and_si512(_mm512_srli_epi16::<4>(p), m4);
+            let sc = _mm512_permutexvar_epi16(sc_idx, lo);
+            dw[i] = _mm256_cvtph_ps(_mm512_castsi512_si128(sc));
+        }
+        let dwp = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(dw[0])),
+            _mm256_castps_pd(dw[1]),
+        ));
+        for t in 0..NT {
+            let at = &a[t];
+            // SAFETY: group g lies inside every activation row (checked by the caller).
+            let y = at.qsq.as_ptr().add(128 * g);
+            let z0 = _mm512_loadu_si512(y as *const __m512i);
+            let z1 = _mm512_loadu_si512(y.add(64) as *const __m512i);
+            let l8 = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                at.l8q.as_ptr().add(8 * g) as *const __m256i
+            ));
+            let dq = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(
+                at.dq.as_ptr().add(8 * g) as *const f64,
+            )));
+            let s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wl[0], z0);
+            let s0 = _mm512_dpbusd_epi32(s0, wh[0], z1);
+            let s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wl[1], z0);
+            let s1 = _mm512_dpbusd_epi32(s1, wh[1], z1);
+            // [low half of s0 | low half of s1] + [high half of s0 | high half of s1].
+            let lo = _mm512_shuffle_i64x2::<0x44>(s0, s1);
+            let hi = _mm512_shuffle_i64x2::<0xEE>(s0, s1);
+            let s32 = _mm512_sub_epi32(_mm512_add_epi32(lo, hi), l8);
+            let dd = _mm512_mul_ps(dwp, dq);
+            acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(s32)));
+        }
+    }
+
+    /// Two Q4_0 weight rows (of equal length) against `NT` activation rows with
+    /// [`q4_0_group_512_pair`]; `out[i][t]` is bit for bit [`dot_q4_0`] of row `i`, token `t`.
+    #[inline(always)]
+    unsafe fn q4_0_pair_512<const NT: usize>(w: [&[u8]; 2], a: &[ActRow; NT]) -> [[f32; NT]; 2] {
+        let nb = w[0].len() / 18;
+        let ng = nb.div_ceil(4);
+        assert!(w[0].len() == nb * 18 && w[1].len() == nb * 18);
+        for r in a {
+            assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
+        }
+        let mut acc = [_mm512_setzero_ps(); NT];
+        let full = nb / 4;
+        for g in 0..full {
+            // SAFETY: the 4 blocks (72 bytes) of group g lie inside both rows.
+            let blk = [w[0].as_ptr().add(72 * g), w[1].as_ptr().add(72 * g)];
+            prefetch(blk[0], PF_DIST, 2);
+            prefetch(blk[1], PF_DIST, 2);
+            q4_0_group_512_pair::<NT>(blk, a, g, &mut acc);
+        }
+        if full < ng {
+            // The last 1..3 blocks, padded with empty blocks (scale 0, values 0).
+            let mut buf = [[0u8; 72]; 2];
+            for i in 0..2 {
+                let rest = &w[i][72 * full..];
+                buf[i][..rest.len()].copy_from_slice(rest);
+            }
+            q4_0_group_512_pair::<NT>([buf[0].as_ptr(), buf[1].as_ptr()], a, full, &mut acc);
+        }
+        let mut out = [[0f32; NT]; 2];
+        for t in 0..NT {
+            out[0][t] = hsum8_ps(_mm512_castps512_ps256(acc[t]));
+            out[1][t] = hsum8_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(acc[t]),
+            )));
+        }
+        out
+    }
+
     /// `R` Q4_0 weight rows (of equal length) against `NT` activation rows with the 512-bit
     /// group step; `out[i][t]` is bit for bit [`dot_q4_0`] of row `i` and token `t`.
     #[inline(always)]
@@ -813,9 +910,7 @@ pub(crate) mod avx2 {
             for i in 0..R {
                 // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w[i]`.
                 blk[i] = w[i].as_ptr().add(72 * g);
-                if NT == 1 {
-                    prefetch(blk[i], PF_DIST, 2);
-                }
+                prefetch(blk[i], PF_DIST, 2);
             }
             q4_0_group_512::<R, NT>(blk, a, g, &mut acc);
         }
@@ -854,7 +949,7 @@ pub(crate) mod avx2 {
         w1: &[u8],
         a: &[ActRow; NT],
     ) -> [[f32; NT]; 2] {
-        q4_0_rows_512::<2, NT>([w0, w1], a)
+        q4_0_pair_512::<NT>([w0, w1], a)
     }
 
     #[inline(always)]
