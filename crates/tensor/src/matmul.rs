@@ -83,6 +83,9 @@ mod avx2_entry {
         dot_q5_1, dot_q5_1_x2, dot_q5_1_x4;
         dot_q8_0, dot_q8_0_x2, dot_q8_0_x4;
         dot_q4_k, dot_q4_k_x2, dot_q4_k_x4;
+        dot_q4_k_vnni, dot_q4_k_vnni_x2, dot_q4_k_vnni_x4;
+        dot_q5_k_vnni, dot_q5_k_vnni_x2, dot_q5_k_vnni_x4;
+        dot_q6_k_vnni, dot_q6_k_vnni_x2, dot_q6_k_vnni_x4;
         dot_q5_k, dot_q5_k_x2, dot_q5_k_x4;
         dot_q6_k, dot_q6_k_x2, dot_q6_k_x4;
     }
@@ -134,8 +137,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
-    /// AVX2 plus AVX-512 F/VL/VNNI: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)
-    /// take their integer dot products from `vpdpbusd`; the rest as [`Isa::Avx2`].
+    /// AVX2 plus AVX-512 F/BW/VL/VNNI: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q8_0) take their integer dot products from `vpdpbusd`, the k-quants (Q4_K, Q5_K, Q6_K)
+    /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`].
     Avx512Vnni,
 }
 
@@ -223,6 +227,18 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
             DType::Q5_0 => return q(a::dot_q5_0_vnni, a::dot_q5_0_vnni_x2, a::dot_q5_0_vnni_x4),
             DType::Q5_1 => return q(a::dot_q5_1_vnni, a::dot_q5_1_vnni_x2, a::dot_q5_1_vnni_x4),
             DType::Q8_0 => return q(a::dot_q8_0_vnni, a::dot_q8_0_vnni_x2, a::dot_q8_0_vnni_x4),
+            DType::Q4_K => {
+                let (f1, f2, f4) = (a::dot_q4_k_vnni, a::dot_q4_k_vnni_x2, a::dot_q4_k_vnni_x4);
+                return Kernel::Quant(f1, f2, f4, 256, None);
+            }
+            DType::Q5_K => {
+                let (f1, f2, f4) = (a::dot_q5_k_vnni, a::dot_q5_k_vnni_x2, a::dot_q5_k_vnni_x4);
+                return Kernel::Quant(f1, f2, f4, 256, None);
+            }
+            DType::Q6_K => {
+                let (f1, f2, f4) = (a::dot_q6_k_vnni, a::dot_q6_k_vnni_x2, a::dot_q6_k_vnni_x4);
+                return Kernel::Quant(f1, f2, f4, 256, None);
+            }
             _ => {}
         }
     }
