@@ -25,10 +25,11 @@
 //! Q8_0) take their integer sums from `vpdpbusd` instead of `maddubs` + `madd` (Q4_0 unpacks
 //! a group of 4 blocks into 512-bit vectors with one word permutation and runs two 512-bit
 //! `vpdpbusd` per token, and also comes in a two-weight-row form that shares the activation
-//! loads); the sums are exact either way, so those kernels give the same bits too. The
-//! K-quants keep the AVX2 form there: their sub-block scales are applied by the `madd` step,
-//! which VNNI would not save. BF16 weights keep the f32 path: `vdpbf16ps` would round the
-//! activations to bf16.
+//! loads, with both rows' float steps in one 512-bit vector); the sums are exact either way,
+//! so those kernels give the same bits too. The K-quants apply their sub-block scales with
+//! `vpdpwssd` (the `madd` + add of the AVX2 form in one exact step; Q4_K and Q5_K on 512-bit
+//! vectors holding a chunk's low and high nibbles). BF16 weights keep the f32 path:
+//! `vdpbf16ps` would round the activations to bf16.
 //!
 //! The AVX2 kernels also come in multi-row forms for prefill and batched decode (2 or 4
 //! activation rows for the quantised types, 2 for the float types) that share the weight
