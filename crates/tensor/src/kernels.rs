@@ -1060,9 +1060,10 @@ pub(crate) mod avx2 {
         _mm256_shuffle_epi8(v, _mm256_set1_epi16(m))
     }
 
-    /// Q4_K (`HI5 = false`) or Q5_K (`HI5 = true`) row against `NT` activation rows.
+    /// Block size and count of a Q4_K (`HI5 = false`) or Q5_K row, checked against every
+    /// activation row's layout.
     #[inline(always)]
-    unsafe fn dot_k4<const HI5: bool, const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+    fn k4_blocks<const HI5: bool, const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> (usize, usize) {
         let bb = if HI5 { 176 } else { 144 };
         let nb = w.len() / bb;
         for r in a {
@@ -1073,6 +1074,36 @@ pub(crate) mod avx2 {
                     && r.bsum32.len() == nb * 8
             );
         }
+        (bb, nb)
+    }
+
+    /// The float step of Q4_K/Q5_K super-block `i` (`blk`: its bytes, `mins`: its minimums,
+    /// `sumi`: each token's 8 integer lanes): `acc += (d·dy)·isum − (dmin·dy)·imin`.
+    #[inline(always)]
+    unsafe fn k4_float_step<const NT: usize>(
+        blk: &[u8],
+        mins: __m128i,
+        sumi: &[__m256i; NT],
+        a: &[ActRow; NT],
+        i: usize,
+        acc: &mut [__m256; NT],
+    ) {
+        let d = _mm256_set1_ps(f16_to_f32(blk.as_ptr()));
+        let dmin = _mm256_set1_ps(f16_to_f32(blk.as_ptr().add(2)));
+        for t in 0..NT {
+            // SAFETY: super-block i lies inside every activation row (checked by k4_blocks).
+            let dy = _mm256_broadcast_ss(&*a[t].d.as_ptr().add(i));
+            let dd = _mm256_mul_ps(d, dy);
+            let v = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sumi[t])));
+            let imin = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(k4_imin(mins, &a[t], i)));
+            acc[t] = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_mul_ps(dmin, dy), imin));
+        }
+    }
+
+    /// Q4_K (`HI5 = false`) or Q5_K (`HI5 = true`) row against `NT` activation rows.
+    #[inline(always)]
+    unsafe fn dot_k4<const HI5: bool, const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        let (bb, nb) = k4_blocks::<HI5, NT>(w, a);
         let m4 = _mm256_set1_epi8(0xF);
         let one = _mm256_set1_epi8(1);
         let mut acc = [_mm256_setzero_ps(); NT];
@@ -1110,16 +1141,7 @@ pub(crate) mod avx2 {
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
                 }
             }
-            let d = _mm256_set1_ps(f16_to_f32(blk.as_ptr()));
-            let dmin = _mm256_set1_ps(f16_to_f32(blk.as_ptr().add(2)));
-            for t in 0..NT {
-                // SAFETY: super-block i lies inside every activation row (asserted above).
-                let dy = _mm256_broadcast_ss(&*a[t].d.as_ptr().add(i));
-                let dd = _mm256_mul_ps(d, dy);
-                let v = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sumi[t])));
-                let imin = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(k4_imin(mins, &a[t], i)));
-                acc[t] = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_mul_ps(dmin, dy), imin));
-            }
+            k4_float_step(blk, mins, &sumi, a, i, &mut acc);
         }
         let mut out = [0f32; NT];
         for t in 0..NT {
@@ -1139,16 +1161,7 @@ pub(crate) mod avx2 {
         w: &[u8],
         a: &[ActRow; NT],
     ) -> [f32; NT] {
-        let bb = if HI5 { 176 } else { 144 };
-        let nb = w.len() / bb;
-        for r in a {
-            assert!(
-                w.len() == nb * bb
-                    && r.d.len() == nb
-                    && r.qs.len() == nb * 256
-                    && r.bsum32.len() == nb * 8
-            );
-        }
+        let (bb, nb) = k4_blocks::<HI5, NT>(w, a);
         let m4 = _mm512_set1_epi8(0xF);
         let one = _mm512_set1_epi8(1);
         // Per-word shift counts: 0 for the low 256 bits (low nibbles), 4 for the high ones.
@@ -1190,20 +1203,14 @@ pub(crate) mod avx2 {
                     sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q, y), s);
                 }
             }
-            let d = _mm256_set1_ps(f16_to_f32(blk.as_ptr()));
-            let dmin = _mm256_set1_ps(f16_to_f32(blk.as_ptr().add(2)));
+            let mut si = [_mm256_setzero_si256(); NT];
             for t in 0..NT {
-                let si = _mm256_add_epi32(
+                si[t] = _mm256_add_epi32(
                     _mm512_castsi512_si256(sumi[t]),
                     _mm512_extracti64x4_epi64::<1>(sumi[t]),
                 );
-                // SAFETY: super-block i lies inside every activation row (asserted above).
-                let dy = _mm256_broadcast_ss(&*a[t].d.as_ptr().add(i));
-                let dd = _mm256_mul_ps(d, dy);
-                let v = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(si)));
-                let imin = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(k4_imin(mins, &a[t], i)));
-                acc[t] = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_mul_ps(dmin, dy), imin));
             }
+            k4_float_step(blk, mins, &si, a, i, &mut acc);
         }
         let mut out = [0f32; NT];
         for t in 0..NT {
