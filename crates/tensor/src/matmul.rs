@@ -209,6 +209,7 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
     if isa == Isa::Avx512Vnni && k::has_avx512_vnni() {
         use avx2_entry as a;
         let q = |f1: QKernel, f2: QKernel2, f4: QKernel4| Kernel::Quant(f1, f2, f4, 32, None);
+        let k = |f1: QKernel, f2: QKernel2, f4: QKernel4| Kernel::Quant(f1, f2, f4, 256, None);
         match dtype {
             DType::Q4_0 => {
                 let pair = QPair {
@@ -227,18 +228,9 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
             DType::Q5_0 => return q(a::dot_q5_0_vnni, a::dot_q5_0_vnni_x2, a::dot_q5_0_vnni_x4),
             DType::Q5_1 => return q(a::dot_q5_1_vnni, a::dot_q5_1_vnni_x2, a::dot_q5_1_vnni_x4),
             DType::Q8_0 => return q(a::dot_q8_0_vnni, a::dot_q8_0_vnni_x2, a::dot_q8_0_vnni_x4),
-            DType::Q4_K => {
-                let (f1, f2, f4) = (a::dot_q4_k_vnni, a::dot_q4_k_vnni_x2, a::dot_q4_k_vnni_x4);
-                return Kernel::Quant(f1, f2, f4, 256, None);
-            }
-            DType::Q5_K => {
-                let (f1, f2, f4) = (a::dot_q5_k_vnni, a::dot_q5_k_vnni_x2, a::dot_q5_k_vnni_x4);
-                return Kernel::Quant(f1, f2, f4, 256, None);
-            }
-            DType::Q6_K => {
-                let (f1, f2, f4) = (a::dot_q6_k_vnni, a::dot_q6_k_vnni_x2, a::dot_q6_k_vnni_x4);
-                return Kernel::Quant(f1, f2, f4, 256, None);
-            }
+            DType::Q4_K => return k(a::dot_q4_k_vnni, a::dot_q4_k_vnni_x2, a::dot_q4_k_vnni_x4),
+            DType::Q5_K => return k(a::dot_q5_k_vnni, a::dot_q5_k_vnni_x2, a::dot_q5_k_vnni_x4),
+            DType::Q6_K => return k(a::dot_q6_k_vnni, a::dot_q6_k_vnni_x2, a::dot_q6_k_vnni_x4),
             _ => {}
         }
     }
