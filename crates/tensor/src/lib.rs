@@ -30,6 +30,7 @@ mod dtype;
 mod kernels;
 mod matmul;
 pub mod ops;
+mod q4tile;
 mod quants;
 
 pub use dtype::DType;

@@ -1,7 +1,7 @@
 //! Matrix products of stored weights with f32 activations, and (de)quantisation entry points.
 
 use crate::act::{ActRow, QAct};
-use crate::{kernels, quants, DType, MatRef, TensorError};
+use crate::{kernels, q4tile, quants, DType, MatRef, TensorError};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -270,6 +270,10 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
 thread_local! {
     /// Per-thread buffer for quantised activations, so decode does not allocate per call.
     static ACT: RefCell<QAct> = RefCell::new(QAct::default());
+    /// Per-thread buffer for the Q4_0 token tiles.
+    static TILES: RefCell<q4tile::QTiles> = RefCell::new(q4tile::QTiles::default());
+    /// Per-thread buffers for two unpacked Q4_0 weight rows.
+    static UNPACKED: RefCell<[q4tile::Q4Row; 2]> = RefCell::new(Default::default());
 }
 
 /// Output pointer shared by the row tasks; each task writes only its own rows.
@@ -401,29 +405,59 @@ fn matmul_impl(
                     o[t - t0] = f1(wr, &rows[t]);
                 }
             };
+            // Two weight rows `r0`, `r1` for tokens `t0..t1` with the two-row kernels.
+            let pair_rows =
+                |p: QPair, r0: usize, r1: usize, t0: usize, t1: usize, o: &mut [f32]| {
+                    let nt = t1 - t0;
+                    let (w0, w1) = (w.row(r0), w.row(r1));
+                    let (o0, o1) = o.split_at_mut(nt);
+                    let mut t = t0;
+                    while t + 4 <= t1 {
+                        let four: &[ActRow; 4] = rows[t..t + 4].try_into().expect("four rows");
+                        let v = (p.four)(w0, w1, four);
+                        o0[t - t0..t - t0 + 4].copy_from_slice(&v[0]);
+                        o1[t - t0..t - t0 + 4].copy_from_slice(&v[1]);
+                        t += 4;
+                    }
+                    for t in t..t1 {
+                        let v = (p.one)(w0, w1, &rows[t]);
+                        o0[t - t0] = v[0];
+                        o1[t - t0] = v[1];
+                    }
+                };
+            #[cfg(target_arch = "x86_64")]
+            if let Some(kind) = q4tile::Kind::of(w.dtype) {
+                if isa == Isa::Avx512Vnni && n >= q4tile::TILE && kernels::has_avx512_vnni() {
+                    let mut tiles = TILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                    tiles.build(&act.qs, &act.d, n, w.cols);
+                    run_tiles(
+                        w,
+                        kind,
+                        n,
+                        out,
+                        &tiles,
+                        |r0, r1, t0, t1, o: &mut [f32]| match pair {
+                            Some(p) => pair_rows(p, r0, r1, t0, t1, o),
+                            None => {
+                                let (o0, o1) = o.split_at_mut(t1 - t0);
+                                single(r0, t0, t1, o0);
+                                single(r1, t0, t1, o1);
+                            }
+                        },
+                    );
+                    TILES.with(|c| *c.borrow_mut() = tiles);
+                    drop(rows);
+                    ACT.with(|c| *c.borrow_mut() = act);
+                    return Ok(());
+                }
+            }
             // Pairs of weight rows for prefill-sized batches only: decoding one token from two
             // interleaved weight streams per thread measured slower than one stream.
             let pairs = pair.is_some() && n >= 4;
             run_rows(w, n, out, pairs, |r, m, t0, t1, o: &mut [f32]| {
                 let nt = t1 - t0;
                 match pair {
-                    Some(p) if m == 2 => {
-                        let (w0, w1) = (w.row(r), w.row(r + 1));
-                        let (o0, o1) = o.split_at_mut(nt);
-                        let mut t = t0;
-                        while t + 4 <= t1 {
-                            let four: &[ActRow; 4] = rows[t..t + 4].try_into().expect("four rows");
-                            let v = (p.four)(w0, w1, four);
-                            o0[t - t0..t - t0 + 4].copy_from_slice(&v[0]);
-                            o1[t - t0..t - t0 + 4].copy_from_slice(&v[1]);
-                            t += 4;
-                        }
-                        for t in t..t1 {
-                            let v = (p.one)(w0, w1, &rows[t]);
-                            o0[t - t0] = v[0];
-                            o1[t - t0] = v[1];
-                        }
-                    }
+                    Some(p) if m == 2 => pair_rows(p, r, r + 1, t0, t1, o),
                     _ => {
                         for i in 0..m {
                             single(r + i, t0, t1, &mut o[i * nt..(i + 1) * nt]);
@@ -436,6 +470,68 @@ fn matmul_impl(
         }
     }
     Ok(())
+}
+
+/// The tile path of Q4_0 and Q8_0 ([`q4tile`]): the weight rows split among the pool's threads as in
+/// [`run_rows`], each pair of rows unpacked once and multiplied with every whole tile of 16
+/// tokens; the tokens after the last whole tile go to `rest(r0, r1, t0, n, out)` (two rows,
+/// `out` holding row `r0`'s values then row `r1`'s). An odd last row is paired with itself.
+#[cfg(target_arch = "x86_64")]
+fn run_tiles(
+    w: &MatRef,
+    kind: q4tile::Kind,
+    n: usize,
+    out: &mut [f32],
+    tiles: &q4tile::QTiles,
+    rest: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
+) {
+    let rows = w.rows;
+    let threads = rayon::current_num_threads().max(1);
+    let per = rows.div_ceil(threads * 4).div_ceil(TILE_ROWS) * TILE_ROWS;
+    let ntasks = rows.div_ceil(per);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let t_rest = tiles.tiles * q4tile::TILE;
+    let body = |i: usize| {
+        let p = ptr;
+        let (r0, r1) = (i * per, ((i + 1) * per).min(rows));
+        UNPACKED.with(|c| {
+            let mut u = c.borrow_mut();
+            let [u0, u1] = &mut *u;
+            let mut buf = [0f32; 2 * q4tile::TILE];
+            for r in (r0..r1).step_by(2) {
+                let m = if r + 1 < r1 { 2 } else { 1 };
+                u0.unpack_kind(kind, w.row(r));
+                u1.unpack_kind(kind, w.row(r + m - 1));
+                // Writes row `r + i`'s value for token `t`.
+                // SAFETY: t < n and r + i < rows (i < m), so the index is inside `out`
+                // (n * rows values); the rows r0..r1 belong to this task only.
+                let put = |t: usize, i: usize, v: f32| unsafe { *p.0.add(t * rows + r + i) = v };
+                for tile in 0..tiles.tiles {
+                    // SAFETY: the tile path is only taken when the CPU has AVX-512 VNNI.
+                    let v = unsafe { q4tile::tile_pair(kind, [u0, u1], tiles, tile) };
+                    for i in 0..m {
+                        for l in 0..q4tile::TILE {
+                            put(q4tile::TILE * tile + l, i, v[i][l]);
+                        }
+                    }
+                }
+                if t_rest < n {
+                    let nt = n - t_rest;
+                    rest(r, r + m - 1, t_rest, n, &mut buf[..2 * nt]);
+                    for i in 0..m {
+                        for t in t_rest..n {
+                            put(t, i, buf[i * nt + t - t_rest]);
+                        }
+                    }
+                }
+            }
+        });
+    };
+    if ntasks == 1 {
+        body(0);
+    } else {
+        (0..ntasks).into_par_iter().for_each(body);
+    }
 }
 
 /// Split the weight rows among the pool's threads. `f(r, m, t0, t1, out)` computes rows
