@@ -474,7 +474,7 @@ fn matmul_impl(
 
 /// The tile path of Q4_0 and Q8_0 ([`q4tile`]): the weight rows split among the pool's threads as in
 /// [`run_rows`], each pair of rows unpacked once and multiplied with every whole tile of 16
-/// tokens; the tokens after the last whole tile go to `rest(r0, r1, t0, n, out)` (two rows,
+/// tokens and the tile of 8 after them; the tokens after the last tile go to `rest(r0, r1, t0, n, out)` (two rows,
 /// `out` holding row `r0`'s values then row `r1`'s). An odd last row is paired with itself.
 #[cfg(target_arch = "x86_64")]
 fn run_tiles(
@@ -490,7 +490,7 @@ fn run_tiles(
     let per = rows.div_ceil(threads * 4).div_ceil(TILE_ROWS) * TILE_ROWS;
     let ntasks = rows.div_ceil(per);
     let ptr = OutPtr(out.as_mut_ptr());
-    let t_rest = tiles.tiles * q4tile::TILE;
+    let t_rest = tiles.tokens();
     let body = |i: usize| {
         let p = ptr;
         let (r0, r1) = (i * per, ((i + 1) * per).min(rows));
@@ -512,6 +512,15 @@ fn run_tiles(
                     for i in 0..m {
                         for l in 0..q4tile::TILE {
                             put(q4tile::TILE * tile + l, i, v[i][l]);
+                        }
+                    }
+                }
+                if tiles.half {
+                    // SAFETY: as above.
+                    let v = unsafe { q4tile::tile_pair8(kind, [u0, u1], tiles) };
+                    for i in 0..m {
+                        for l in 0..8 {
+                            put(q4tile::TILE * tiles.tiles + l, i, v[i][l]);
                         }
                     }
                 }

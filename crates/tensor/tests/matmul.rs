@@ -80,8 +80,9 @@ fn simd_matches_scalar_bit_exact() {
                 let mut buf = vec![0u8; wb.len() + 3];
                 buf[3..].copy_from_slice(&wb);
                 let w = MatRef::new(t, rows, cols, &buf[3..]).unwrap();
-                // 16 and 35: whole tiles of 16 tokens (and a remainder) for the Q4_0 tile path.
-                for n in [1, 2, 3, 9, 16, 35] {
+                // 16, 35 and 60: tiles of 16 and of 8 tokens, with and without a remainder
+                // (the Q4_0 and Q8_0 tile path).
+                for n in [1, 2, 3, 9, 16, 35, 60] {
                     let x = rng.vec(n * cols);
                     let mut want = vec![0f32; n * rows];
                     matmul_scalar(&w, &x, n, &mut want).unwrap();
