@@ -8,6 +8,9 @@ use std::cell::RefCell;
 /// Rows computed for all tokens before moving on (their bytes stay in L1/L2 while the
 /// tokens stream past). Only affects speed, never values.
 const TILE_ROWS: usize = 8;
+/// Weight rows the tile path unpacks together (their unpacked bytes, about 5 KB per row of
+/// 4096 values, and one tile of activations stay in L2 while the tile meets them all).
+const UNPACK_ROWS: usize = 16;
 /// Tokens handed to a kernel call together (a multiple of 4 for the four-row kernels).
 const TOKENS_PER_STEP: usize = 16;
 
@@ -272,8 +275,8 @@ thread_local! {
     static ACT: RefCell<QAct> = RefCell::new(QAct::default());
     /// Per-thread buffer for the Q4_0 token tiles.
     static TILES: RefCell<q4tile::QTiles> = RefCell::new(q4tile::QTiles::default());
-    /// Per-thread buffers for two unpacked Q4_0 weight rows.
-    static UNPACKED: RefCell<[q4tile::Q4Row; 2]> = RefCell::new(Default::default());
+    /// Per-thread buffers for [`UNPACK_ROWS`] unpacked weight rows of the tile path.
+    static UNPACKED: RefCell<Vec<q4tile::Q4Row>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Output pointer shared by the row tasks; each task writes only its own rows.
@@ -473,8 +476,9 @@ fn matmul_impl(
 }
 
 /// The tile path of Q4_0 and Q8_0 ([`q4tile`]): the weight rows split among the pool's threads as in
-/// [`run_rows`], each pair of rows unpacked once and multiplied with every whole tile of 16
-/// tokens and the tile of 8 after them; the tokens after the last tile go to `rest(r0, r1, t0, n, out)` (two rows,
+/// [`run_rows`]; each block of [`UNPACK_ROWS`] rows is unpacked once, then every whole tile
+/// of 16 tokens meets each pair of rows of the block, then the tile of 8 after them; the
+/// tokens after the last tile go to `rest(r0, r1, t0, n, out)` (two rows,
 /// `out` holding row `r0`'s values then row `r1`'s). An odd last row is paired with itself.
 #[cfg(target_arch = "x86_64")]
 fn run_tiles(
@@ -494,42 +498,56 @@ fn run_tiles(
     let body = |i: usize| {
         let p = ptr;
         let (r0, r1) = (i * per, ((i + 1) * per).min(rows));
+        // SAFETY (for `put`): t < n and r < r1 <= rows, so the index is inside `out`
+        // (n * rows values); the rows r0..r1 belong to this task only.
+        let put = |t: usize, r: usize, v: f32| unsafe { *p.0.add(t * rows + r) = v };
         UNPACKED.with(|c| {
             let mut u = c.borrow_mut();
-            let [u0, u1] = &mut *u;
+            if u.len() < UNPACK_ROWS {
+                u.resize_with(UNPACK_ROWS, Default::default);
+            }
             let mut buf = [0f32; 2 * q4tile::TILE];
-            for r in (r0..r1).step_by(2) {
-                let m = if r + 1 < r1 { 2 } else { 1 };
-                u0.unpack_kind(kind, w.row(r));
-                u1.unpack_kind(kind, w.row(r + m - 1));
-                // Writes row `r + i`'s value for token `t`.
-                // SAFETY: t < n and r + i < rows (i < m), so the index is inside `out`
-                // (n * rows values); the rows r0..r1 belong to this task only.
-                let put = |t: usize, i: usize, v: f32| unsafe { *p.0.add(t * rows + r + i) = v };
+            // Blocks of up to UNPACK_ROWS rows, unpacked once; then each tile of tokens
+            // meets every pair of the block while it is in L1/L2.
+            for b0 in (r0..r1).step_by(UNPACK_ROWS) {
+                let b1 = (b0 + UNPACK_ROWS).min(r1);
+                for r in b0..b1 {
+                    u[r - b0].unpack_kind(kind, w.row(r));
+                }
+                // Pairs (r, r + 1); an odd last row is paired with itself.
+                let pairs = |r: usize| (r - b0, (r + 1).min(b1 - 1) - b0, r + 1 < b1);
                 for tile in 0..tiles.tiles {
-                    // SAFETY: the tile path is only taken when the CPU has AVX-512 VNNI.
-                    let v = unsafe { q4tile::tile_pair(kind, [u0, u1], tiles, tile) };
-                    for i in 0..m {
+                    for r in (b0..b1).step_by(2) {
+                        let (i0, i1, two) = pairs(r);
+                        // SAFETY: the tile path is only taken when the CPU has AVX-512 VNNI.
+                        let v = unsafe { q4tile::tile_pair(kind, [&u[i0], &u[i1]], tiles, tile) };
                         for l in 0..q4tile::TILE {
-                            put(q4tile::TILE * tile + l, i, v[i][l]);
+                            put(q4tile::TILE * tile + l, r, v[0][l]);
+                            if two {
+                                put(q4tile::TILE * tile + l, r + 1, v[1][l]);
+                            }
                         }
                     }
                 }
-                if tiles.half {
-                    // SAFETY: as above.
-                    let v = unsafe { q4tile::tile_pair8(kind, [u0, u1], tiles) };
-                    for i in 0..m {
-                        for l in 0..8 {
-                            put(q4tile::TILE * tiles.tiles + l, i, v[i][l]);
+                for r in (b0..b1).step_by(2) {
+                    let (i0, i1, two) = pairs(r);
+                    let m = if two { 2 } else { 1 };
+                    if tiles.half {
+                        // SAFETY: as above.
+                        let v = unsafe { q4tile::tile_pair8(kind, [&u[i0], &u[i1]], tiles) };
+                        for i in 0..m {
+                            for l in 0..8 {
+                                put(q4tile::TILE * tiles.tiles + l, r + i, v[i][l]);
+                            }
                         }
                     }
-                }
-                if t_rest < n {
-                    let nt = n - t_rest;
-                    rest(r, r + m - 1, t_rest, n, &mut buf[..2 * nt]);
-                    for i in 0..m {
-                        for t in t_rest..n {
-                            put(t, i, buf[i * nt + t - t_rest]);
+                    if t_rest < n {
+                        let nt = n - t_rest;
+                        rest(r, r + m - 1, t_rest, n, &mut buf[..2 * nt]);
+                        for i in 0..m {
+                            for t in t_rest..n {
+                                put(t, r + i, buf[i * nt + t - t_rest]);
+                            }
                         }
                     }
                 }
