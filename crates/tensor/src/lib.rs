@@ -28,6 +28,7 @@
 mod act;
 mod dtype;
 mod kernels;
+mod ktile;
 mod matmul;
 pub mod ops;
 mod q4tile;

@@ -1,7 +1,7 @@
 //! Matrix products of stored weights with f32 activations, and (de)quantisation entry points.
 
 use crate::act::{ActRow, QAct};
-use crate::{kernels, q4tile, quants, DType, MatRef, TensorError};
+use crate::{kernels, ktile, q4tile, quants, DType, MatRef, TensorError};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -277,6 +277,9 @@ thread_local! {
     static TILES: RefCell<q4tile::QTiles> = RefCell::new(q4tile::QTiles::default());
     /// Per-thread buffers for [`UNPACK_ROWS`] unpacked weight rows of the tile path.
     static UNPACKED: RefCell<Vec<q4tile::Q4Row>> = const { RefCell::new(Vec::new()) };
+    /// The same for Q4_K: its activation tiles and unpacked rows.
+    static KTILES: RefCell<ktile::KTiles> = RefCell::new(ktile::KTiles::default());
+    static KUNPACKED: RefCell<Vec<ktile::KRow>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Output pointer shared by the row tasks; each task writes only its own rows.
@@ -429,26 +432,31 @@ fn matmul_impl(
                     }
                 };
             #[cfg(target_arch = "x86_64")]
-            if let Some(kind) = q4tile::Kind::of(w.dtype) {
-                if isa == Isa::Avx512Vnni && n >= q4tile::TILE && kernels::has_avx512_vnni() {
+            if isa == Isa::Avx512Vnni && n >= q4tile::TILE && kernels::has_avx512_vnni() {
+                let rest = |r0: usize, r1: usize, t0: usize, t1: usize, o: &mut [f32]| match pair {
+                    Some(p) => pair_rows(p, r0, r1, t0, t1, o),
+                    None => {
+                        let (o0, o1) = o.split_at_mut(t1 - t0);
+                        single(r0, t0, t1, o0);
+                        single(r1, t0, t1, o1);
+                    }
+                };
+                let done = if let Some(kind) = q4tile::Kind::of(w.dtype) {
                     let mut tiles = TILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
                     tiles.build(&act.qs, &act.d, n, w.cols);
-                    run_tiles(
-                        w,
-                        kind,
-                        n,
-                        out,
-                        &tiles,
-                        |r0, r1, t0, t1, o: &mut [f32]| match pair {
-                            Some(p) => pair_rows(p, r0, r1, t0, t1, o),
-                            None => {
-                                let (o0, o1) = o.split_at_mut(t1 - t0);
-                                single(r0, t0, t1, o0);
-                                single(r1, t0, t1, o1);
-                            }
-                        },
-                    );
+                    run_tiles(w, n, out, &Q32Tiles(kind, &tiles), rest);
                     TILES.with(|c| *c.borrow_mut() = tiles);
+                    true
+                } else if w.dtype == DType::Q4_K {
+                    let mut tiles = KTILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                    tiles.build(&act.qs, &act.d, &act.bsum32, n, w.cols);
+                    run_tiles(w, n, out, &tiles, rest);
+                    KTILES.with(|c| *c.borrow_mut() = tiles);
+                    true
+                } else {
+                    false
+                };
+                if done {
                     drop(rows);
                     ACT.with(|c| *c.borrow_mut() = act);
                     return Ok(());
@@ -475,18 +483,93 @@ fn matmul_impl(
     Ok(())
 }
 
-/// The tile path of Q4_0 and Q8_0 ([`q4tile`]): the weight rows split among the pool's threads as in
+/// A weight type's tile kernels ([`run_tiles`]): the activation tiles of one product and
+/// the per-thread unpacked rows.
+#[cfg(target_arch = "x86_64")]
+trait TilePath: Sync {
+    type Row: Default;
+    /// Runs `f` on this thread's unpacked-row buffers.
+    fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>));
+    fn unpack(&self, row: &mut Self::Row, w: &[u8]);
+    /// Whole tiles of 16 tokens, whether a tile of 8 follows, and all tokens in tiles.
+    fn whole(&self) -> usize;
+    fn half(&self) -> bool;
+    fn tokens(&self) -> usize;
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW, VL and VNNI.
+    unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2];
+    /// # Safety
+    /// As [`TilePath::pair`]; only called when [`TilePath::half`].
+    unsafe fn pair8(&self, w: [&Self::Row; 2]) -> [[f32; 8]; 2];
+}
+
+/// Q4_0 or Q8_0 tiles.
+#[cfg(target_arch = "x86_64")]
+struct Q32Tiles<'a>(q4tile::Kind, &'a q4tile::QTiles);
+
+#[cfg(target_arch = "x86_64")]
+impl TilePath for Q32Tiles<'_> {
+    type Row = q4tile::Q4Row;
+    fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
+        UNPACKED.with(|c| f(&mut c.borrow_mut()))
+    }
+    fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
+        row.unpack_kind(self.0, w)
+    }
+    fn whole(&self) -> usize {
+        self.1.tiles
+    }
+    fn half(&self) -> bool {
+        self.1.half
+    }
+    fn tokens(&self) -> usize {
+        self.1.tokens()
+    }
+    unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
+        q4tile::tile_pair(self.0, w, self.1, tile)
+    }
+    unsafe fn pair8(&self, w: [&Self::Row; 2]) -> [[f32; 8]; 2] {
+        q4tile::tile_pair8(self.0, w, self.1)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TilePath for ktile::KTiles {
+    type Row = ktile::KRow;
+    fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
+        KUNPACKED.with(|c| f(&mut c.borrow_mut()))
+    }
+    fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
+        row.unpack(w)
+    }
+    fn whole(&self) -> usize {
+        self.tiles
+    }
+    fn half(&self) -> bool {
+        false
+    }
+    fn tokens(&self) -> usize {
+        self.tiles * ktile::TILE
+    }
+    unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
+        ktile::tile_pair_k(w, self, tile)
+    }
+    unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
+        unreachable!("Q4_K has no 8-token tile")
+    }
+}
+
+/// The tile path of Q4_0, Q8_0 ([`q4tile`]) and Q4_K ([`ktile`]): the weight rows split among the pool's threads as in
 /// [`run_rows`]; each block of [`UNPACK_ROWS`] rows is unpacked once, then every whole tile
 /// of 16 tokens meets each pair of rows of the block, then the tile of 8 after them; the
 /// tokens after the last tile go to `rest(r0, r1, t0, n, out)` (two rows,
 /// `out` holding row `r0`'s values then row `r1`'s). An odd last row is paired with itself.
 #[cfg(target_arch = "x86_64")]
-fn run_tiles(
+fn run_tiles<T: TilePath>(
     w: &MatRef,
-    kind: q4tile::Kind,
     n: usize,
     out: &mut [f32],
-    tiles: &q4tile::QTiles,
+    tiles: &T,
     rest: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
 ) {
     let rows = w.rows;
@@ -501,8 +584,7 @@ fn run_tiles(
         // SAFETY (for `put`): t < n and r < r1 <= rows, so the index is inside `out`
         // (n * rows values); the rows r0..r1 belong to this task only.
         let put = |t: usize, r: usize, v: f32| unsafe { *p.0.add(t * rows + r) = v };
-        UNPACKED.with(|c| {
-            let mut u = c.borrow_mut();
+        T::with_rows(|u| {
             if u.len() < UNPACK_ROWS {
                 u.resize_with(UNPACK_ROWS, Default::default);
             }
@@ -512,15 +594,15 @@ fn run_tiles(
             for b0 in (r0..r1).step_by(UNPACK_ROWS) {
                 let b1 = (b0 + UNPACK_ROWS).min(r1);
                 for r in b0..b1 {
-                    u[r - b0].unpack_kind(kind, w.row(r));
+                    tiles.unpack(&mut u[r - b0], w.row(r));
                 }
                 // Pairs (r, r + 1); an odd last row is paired with itself.
                 let pairs = |r: usize| (r - b0, (r + 1).min(b1 - 1) - b0, r + 1 < b1);
-                for tile in 0..tiles.tiles {
+                for tile in 0..tiles.whole() {
                     for r in (b0..b1).step_by(2) {
                         let (i0, i1, two) = pairs(r);
                         // SAFETY: the tile path is only taken when the CPU has AVX-512 VNNI.
-                        let v = unsafe { q4tile::tile_pair(kind, [&u[i0], &u[i1]], tiles, tile) };
+                        let v = unsafe { tiles.pair([&u[i0], &u[i1]], tile) };
                         for l in 0..q4tile::TILE {
                             put(q4tile::TILE * tile + l, r, v[0][l]);
                             if two {
@@ -532,12 +614,12 @@ fn run_tiles(
                 for r in (b0..b1).step_by(2) {
                     let (i0, i1, two) = pairs(r);
                     let m = if two { 2 } else { 1 };
-                    if tiles.half {
+                    if tiles.half() {
                         // SAFETY: as above.
-                        let v = unsafe { q4tile::tile_pair8(kind, [&u[i0], &u[i1]], tiles) };
+                        let v = unsafe { tiles.pair8([&u[i0], &u[i1]]) };
                         for i in 0..m {
                             for l in 0..8 {
-                                put(q4tile::TILE * tiles.tiles + l, r + i, v[i][l]);
+                                put(q4tile::TILE * tiles.whole() + l, r + i, v[i][l]);
                             }
                         }
                     }
