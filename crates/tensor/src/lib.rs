@@ -18,6 +18,9 @@
 //!   is described in the `kernels` module. Float weights use a fixed 32-lane f32 order.
 //! * [`ops`]: f32 (and f16 KV-cache) vector kernels with scalar twins in [`ops::scalar`].
 //!
+//!   With AVX-512 VNNI, batches of 16 tokens or more of Q4_0, Q8_0 and Q4_K weights run as
+//!   tiles (16 tokens per vector, weight rows unpacked once per product), with the same bits.
+//!
 //! ISA paths ([`Isa`]): AVX-512 VNNI (integer dot products of the 32-value block types),
 //! AVX2+FMA+F16C, chosen at run time with `is_x86_feature_detected!`, and portable scalar
 //! code; all give identical bits.
@@ -28,9 +31,11 @@
 mod act;
 mod dtype;
 mod kernels;
+#[cfg(target_arch = "x86_64")]
 mod ktile;
 mod matmul;
 pub mod ops;
+#[cfg(target_arch = "x86_64")]
 mod q4tile;
 mod quants;
 

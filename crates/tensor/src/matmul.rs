@@ -1,7 +1,9 @@
 //! Matrix products of stored weights with f32 activations, and (de)quantisation entry points.
 
 use crate::act::{ActRow, QAct};
-use crate::{kernels, ktile, q4tile, quants, DType, MatRef, TensorError};
+use crate::{kernels, quants, DType, MatRef, TensorError};
+#[cfg(target_arch = "x86_64")]
+use crate::{ktile, q4tile};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -10,6 +12,7 @@ use std::cell::RefCell;
 const TILE_ROWS: usize = 8;
 /// Weight rows the tile path unpacks together (their unpacked bytes, about 5 KB per row of
 /// 4096 values, and one tile of activations stay in L2 while the tile meets them all).
+#[cfg(target_arch = "x86_64")]
 const UNPACK_ROWS: usize = 16;
 /// Tokens handed to a kernel call together (a multiple of 4 for the four-row kernels).
 const TOKENS_PER_STEP: usize = 16;
@@ -274,11 +277,15 @@ thread_local! {
     /// Per-thread buffer for quantised activations, so decode does not allocate per call.
     static ACT: RefCell<QAct> = RefCell::new(QAct::default());
     /// Per-thread buffer for the Q4_0 token tiles.
+    #[cfg(target_arch = "x86_64")]
     static TILES: RefCell<q4tile::QTiles> = RefCell::new(q4tile::QTiles::default());
     /// Per-thread buffers for [`UNPACK_ROWS`] unpacked weight rows of the tile path.
+    #[cfg(target_arch = "x86_64")]
     static UNPACKED: RefCell<Vec<q4tile::Q4Row>> = const { RefCell::new(Vec::new()) };
     /// The same for Q4_K: its activation tiles and unpacked rows.
+    #[cfg(target_arch = "x86_64")]
     static KTILES: RefCell<ktile::KTiles> = RefCell::new(ktile::KTiles::default());
+    #[cfg(target_arch = "x86_64")]
     static KUNPACKED: RefCell<Vec<ktile::KRow>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -598,7 +605,24 @@ fn run_tiles<T: TilePath>(
                 }
                 // Pairs (r, r + 1); an odd last row is paired with itself.
                 let pairs = |r: usize| (r - b0, (r + 1).min(b1 - 1) - b0, r + 1 < b1);
+                // The next block's weight bytes, prefetched a share per tile so that its
+                // unpacking does not wait on memory.
+                let rb = w.data.len() / rows;
+                let next = &w.data[(b1 * rb).min(w.data.len())..(r1.min(b1 + UNPACK_ROWS) * rb)];
+                let share = next
+                    .len()
+                    .div_ceil(tiles.whole().max(1))
+                    .next_multiple_of(64);
                 for tile in 0..tiles.whole() {
+                    for line in next.chunks(64).skip(tile * share / 64).take(share / 64) {
+                        // SAFETY: a prefetch is a hint that never faults; the address is
+                        // inside `next`.
+                        unsafe {
+                            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                                line.as_ptr() as *const i8,
+                            )
+                        };
+                    }
                     for r in (b0..b1).step_by(2) {
                         let (i0, i1, two) = pairs(r);
                         // SAFETY: the tile path is only taken when the CPU has AVX-512 VNNI.
