@@ -571,7 +571,7 @@ mod tests {
                 for (name, b) in &twins {
                     assert_eq!(a.w8, b.w8, "{name} nb {nb}");
                     assert_eq!(a.corr, b.corr, "{name} nb {nb}");
-                    assert_eq!(bits(&a), bits(&b), "{name} nb {nb}");
+                    assert_eq!(bits(&a), bits(b), "{name} nb {nb}");
                 }
             }
         }
