@@ -745,37 +745,31 @@ pub(crate) mod avx2 {
         idx
     };
 
-    /// One group of 4 Q4_0 blocks (72 bytes at each of the `R` weight rows' `blk`) against
-    /// `NT` activation rows, with 512-bit unpacking and `vpdpbusd` (AVX-512 F/BW/VL/VNNI);
-    /// the activation loads are shared by the `R` rows. The 16 dword sums of the two
-    /// `vpdpbusd` steps hold, in the low half, block `j`'s values `4h..4h+4` and `16+4h..`
-    /// (lane `2j + h`) and, in the high half, its values `8+4h..` and `24+4h..`: their
-    /// (exact) sum is the AVX2 kernel's lane `2j + h`, so the float steps, and the result,
-    /// are bit for bit those of [`q4_0_group`] and `dot_q4_0_scalar`, for every row.
+    /// One group of 4 Q4_0 blocks (72 bytes at `blk`) of one weight row against `NT`
+    /// activation rows, with 512-bit unpacking and `vpdpbusd` (AVX-512 F/BW/VL/VNNI). The 16
+    /// dword sums of the two `vpdpbusd` steps hold, in the low half, block `j`'s values
+    /// `4h..4h+4` and `16+4h..` (lane `2j + h`) and, in the high half, its values `8+4h..`
+    /// and `24+4h..`: their (exact) sum is the AVX2 kernel's lane `2j + h`, so the float
+    /// steps, and the result, are bit for bit those of [`q4_0_group`] and `dot_q4_0_scalar`.
     #[inline(always)]
-    unsafe fn q4_0_group_512<const R: usize, const NT: usize>(
-        blk: [*const u8; R],
+    unsafe fn q4_0_group_512<const NT: usize>(
+        blk: *const u8,
         a: &[ActRow; NT],
         g: usize,
-        acc: &mut [[__m256; NT]; R],
+        acc: &mut [__m256; NT],
     ) {
         let nib_idx = _mm512_loadu_si512(Q4_0_NIBBLE_WORDS.as_ptr() as *const __m512i);
         let sc_idx = _mm512_loadu_si512(Q4_0_SCALE_WORDS.as_ptr() as *const __m512i);
         let m4 = _mm512_set1_epi8(0xF);
-        let mut wl = [_mm512_setzero_si512(); R];
-        let mut wh = [_mm512_setzero_si512(); R];
-        let mut dwv = [_mm256_setzero_ps(); R];
-        for i in 0..R {
-            // SAFETY: the caller guarantees 72 readable bytes at `blk[i]`: bytes 0..64 and
-            // 8..72 are read.
-            let lo = _mm512_loadu_si512(blk[i] as *const __m512i);
-            let hi = _mm512_loadu_si512(blk[i].add(8) as *const __m512i);
-            let p = _mm512_permutex2var_epi16(lo, nib_idx, hi);
-            wl[i] = _mm512_and_si512(p, m4);
-            wh[i] = _mm512_and_si512(_mm512_srli_epi16::<4>(p), m4);
-            let sc = _mm512_permutexvar_epi16(sc_idx, lo);
-            dwv[i] = _mm256_cvtph_ps(_mm512_castsi512_si128(sc));
-        }
+        // SAFETY: the caller guarantees 72 readable bytes at `blk`: bytes 0..64 and 8..72 are
+        // read.
+        let lo = _mm512_loadu_si512(blk as *const __m512i);
+        let hi = _mm512_loadu_si512(blk.add(8) as *const __m512i);
+        let p = _mm512_permutex2var_epi16(lo, nib_idx, hi);
+        let wl = _mm512_and_si512(p, m4);
+        let wh = _mm512_and_si512(_mm512_srli_epi16::<4>(p), m4);
+        let sc = _mm512_permutexvar_epi16(sc_idx, lo);
+        let dwv = _mm256_cvtph_ps(_mm512_castsi512_si128(sc));
         for t in 0..NT {
             let at = &a[t];
             // SAFETY: group g lies inside every activation row (checked by the caller).
@@ -784,15 +778,13 @@ pub(crate) mod avx2 {
             let z1 = _mm512_loadu_si512(y.add(64) as *const __m512i);
             let l8 = _mm256_loadu_si256(at.l8q.as_ptr().add(8 * g) as *const __m256i);
             let dq = _mm256_loadu_ps(at.dq.as_ptr().add(8 * g));
-            for i in 0..R {
-                let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wl[i], z0);
-                let s = _mm512_dpbusd_epi32(s, wh[i], z1);
-                let isum =
-                    _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
-                let s32 = _mm256_sub_epi32(isum, l8);
-                let dd = _mm256_mul_ps(dwv[i], dq);
-                acc[i][t] = _mm256_add_ps(acc[i][t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(s32)));
-            }
+            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, z0);
+            let s = _mm512_dpbusd_epi32(s, wh, z1);
+            let isum =
+                _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
+            let s32 = _mm256_sub_epi32(isum, l8);
+            let dd = _mm256_mul_ps(dwv, dq);
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(s32)));
         }
     }
 
@@ -893,48 +885,34 @@ pub(crate) mod avx2 {
         out
     }
 
-    /// `R` Q4_0 weight rows (of equal length) against `NT` activation rows with the 512-bit
-    /// group step; `out[i][t]` is bit for bit [`dot_q4_0`] of row `i` and token `t`.
+    /// One Q4_0 weight row against `NT` activation rows with the 512-bit group step;
+    /// `out[t]` is bit for bit [`dot_q4_0`] of token `t`.
     #[inline(always)]
-    unsafe fn q4_0_rows_512<const R: usize, const NT: usize>(
-        w: [&[u8]; R],
-        a: &[ActRow; NT],
-    ) -> [[f32; NT]; R] {
-        let nb = w[0].len() / 18;
+    unsafe fn q4_0_row_512<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+        let nb = w.len() / 18;
         let ng = nb.div_ceil(4);
-        for wi in &w {
-            assert!(wi.len() == nb * 18);
-        }
+        assert!(w.len() == nb * 18);
         for r in a {
             assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
         }
-        let mut acc = [[_mm256_setzero_ps(); NT]; R];
+        let mut acc = [_mm256_setzero_ps(); NT];
         let full = nb / 4;
         for g in 0..full {
-            let mut blk = [core::ptr::null::<u8>(); R];
-            for i in 0..R {
-                // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w[i]`.
-                blk[i] = w[i].as_ptr().add(72 * g);
-                prefetch(blk[i], PF_DIST, 2);
-            }
-            q4_0_group_512::<R, NT>(blk, a, g, &mut acc);
+            // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w`.
+            let blk = w.as_ptr().add(72 * g);
+            prefetch(blk, PF_DIST, 2);
+            q4_0_group_512::<NT>(blk, a, g, &mut acc);
         }
         if full < ng {
             // The last 1..3 blocks, padded with empty blocks (scale 0, values 0).
-            let mut buf = [[0u8; 72]; R];
-            let mut blk = [core::ptr::null::<u8>(); R];
-            for i in 0..R {
-                let rest = &w[i][72 * full..];
-                buf[i][..rest.len()].copy_from_slice(rest);
-                blk[i] = buf[i].as_ptr();
-            }
-            q4_0_group_512::<R, NT>(blk, a, full, &mut acc);
+            let mut buf = [0u8; 72];
+            let rest = &w[72 * full..];
+            buf[..rest.len()].copy_from_slice(rest);
+            q4_0_group_512::<NT>(buf.as_ptr(), a, full, &mut acc);
         }
-        let mut out = [[0f32; NT]; R];
-        for i in 0..R {
-            for t in 0..NT {
-                out[i][t] = hsum8_ps(acc[i][t]);
-            }
+        let mut out = [0f32; NT];
+        for t in 0..NT {
+            out[t] = hsum8_ps(acc[t]);
         }
         out
     }
@@ -943,7 +921,7 @@ pub(crate) mod avx2 {
     /// F, BW, VL, VNNI); the same bits.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(crate) unsafe fn dot_q4_0_vnni<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
-        q4_0_rows_512::<1, NT>([w], a)[0]
+        q4_0_row_512::<NT>(w, a)
     }
 
     /// Two Q4_0 weight rows at once (sharing the activation loads), each bit for bit
