@@ -14,6 +14,7 @@
 //! `l < 4` and 0 otherwise; the result is `hsum8` of the lanes. Each token of a tile gets
 //! exactly the bits of the row kernels (tests check it).
 
+use crate::aligned::Aligned;
 use crate::quants::{f16_at, scale_min_k4};
 
 /// Tokens per tile.
@@ -21,7 +22,7 @@ pub(crate) const TILE: usize = 16;
 
 /// Activations of `n / TILE` whole tiles of 16 tokens (blocks of 256), interleaved for
 /// [`tile_pair_k`].
-#[derive(Default, Debug, Clone)]
+#[derive(Default, Debug)]
 pub(crate) struct KTiles {
     /// Super-blocks of 256 values per token.
     pub nsb: usize,
@@ -29,12 +30,12 @@ pub(crate) struct KTiles {
     pub tiles: usize,
     /// Per tile and super-block, 128 value pairs of 64 bytes: for pair `p` and token `l`,
     /// bytes `64p + 4l..+4` hold values `2p` and `2p + 1` of token `l` as `i16`.
-    pub act: Vec<i16>,
+    pub act: Aligned<i16>,
     /// Per tile, super-block and `l < 4`, 16 tokens' `(Σy[2l], Σy[2l+1])` (32-value sums)
     /// as `i16` pairs.
-    pub bs: Vec<i16>,
+    pub bs: Aligned<i16>,
     /// Per tile and super-block, the 16 tokens' scales `d`.
-    pub dy: Vec<f32>,
+    pub dy: Aligned<f32>,
 }
 
 impl KTiles {
@@ -45,12 +46,9 @@ impl KTiles {
         self.nsb = nsb;
         self.tiles = n / TILE;
         let tokens = self.tiles * TILE;
-        self.act.clear();
-        self.act.resize(tokens * k, 0);
-        self.bs.clear();
-        self.bs.resize(tokens * nsb * 8, 0);
-        self.dy.clear();
-        self.dy.resize(tokens * nsb, 0.0);
+        self.act.reset(tokens * k);
+        self.bs.reset(tokens * nsb * 8);
+        self.dy.reset(tokens * nsb);
         for t in 0..tokens {
             let (tile, l) = (t / TILE, t % TILE);
             let row = &qs[t * k..(t + 1) * k];

@@ -29,6 +29,8 @@
 #![allow(clippy::needless_range_loop)]
 
 mod act;
+#[cfg(target_arch = "x86_64")]
+mod aligned;
 mod dtype;
 mod kernels;
 #[cfg(target_arch = "x86_64")]

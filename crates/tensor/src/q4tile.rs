@@ -20,12 +20,14 @@
 //! Q8_0 takes the same route with its own definition ([`crate::kernels::dot_q8_0_scalar`]):
 //! the halves are values `0..16` and `16..32` and feed lanes `j` and `4 + j`.
 
+use crate::aligned::Aligned;
+
 /// Tokens per tile (one 512-bit vector of f32 or of 4-byte chunks).
 pub(crate) const TILE: usize = 16;
 
 /// Activations of `n / TILE` whole tiles of 16 tokens, and of one tile of 8 tokens after
 /// them when there is a whole tile and at least 8 tokens remain, interleaved for [`tile_pair`] and [`tile_pair8`].
-#[derive(Default, Debug, Clone)]
+#[derive(Default, Debug)]
 pub(crate) struct QTiles {
     /// Blocks of 32 values per token.
     pub nb: usize,
@@ -36,9 +38,9 @@ pub(crate) struct QTiles {
     /// Per tile and block, `32·L` bytes (`L` the tile's tokens): for chunk `c < 8` and token
     /// `l < L`, bytes `4Lc + 4l..+4` hold values `4c..4c + 4` of token `l`'s block, plus 128,
     /// as `u8`. The 8-token tile comes last.
-    pub act: Vec<u8>,
+    pub act: Aligned<u8>,
     /// Per tile and block, the `L` tokens' block scales `d`.
-    pub dy: Vec<f32>,
+    pub dy: Aligned<f32>,
 }
 
 impl QTiles {
@@ -58,10 +60,8 @@ impl QTiles {
         // 8 tokens: 1.14x the time of the row kernels).
         self.half = self.tiles > 0 && n % TILE >= 8;
         let tokens = self.tokens();
-        self.act.clear();
-        self.act.resize(tokens * k, 0);
-        self.dy.clear();
-        self.dy.resize(tokens * nb, 0.0);
+        self.act.reset(tokens * k);
+        self.dy.reset(tokens * nb);
         for t in 0..tokens {
             // Tile start (in tokens) and width.
             let (t0, lanes) = (
