@@ -309,7 +309,7 @@ pub(crate) fn dot_q5_k_scalar(w: &[u8], a: &ActRow) -> f32 {
 
 /// Q6_K super-block unsigned values (0..63) in element order.
 #[inline(always)]
-fn unpack_q6(b: &[u8]) -> [i32; 256] {
+pub(crate) fn unpack_q6(b: &[u8]) -> [i32; 256] {
     let mut q = [0i32; 256];
     for h in 0..2 {
         let ql = &b[64 * h..64 * h + 64];

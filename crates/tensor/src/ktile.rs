@@ -31,23 +31,31 @@ pub(crate) struct KTiles {
     /// Per tile and super-block, 128 value pairs of 64 bytes: for pair `p` and token `l`,
     /// bytes `64p + 4l..+4` hold values `2p` and `2p + 1` of token `l` as `i16`.
     pub act: Aligned<i16>,
-    /// Per tile, super-block and `l < 4`, 16 tokens' `(Σy[2l], Σy[2l+1])` (32-value sums)
-    /// as `i16` pairs.
+    /// Sum pairs per super-block: 4 (Q4_K: sums of 32 values) or 8 (Q6_K: of 16 values).
+    pub pairs: usize,
+    /// Per tile, super-block and pair `l`, 16 tokens' `(Σy[2l], Σy[2l+1])` as `i16` pairs.
     pub bs: Aligned<i16>,
     /// Per tile and super-block, the 16 tokens' scales `d`.
     pub dy: Aligned<f32>,
 }
 
 impl KTiles {
-    /// Interleave the whole tiles among `n` quantised rows of `k` values (`qs`, `d`,
-    /// `bsum32`: the [`crate::act::QAct`] fields, blocks of 256).
-    pub fn build(&mut self, qs: &[i8], d: &[f32], bsum32: &[i16], n: usize, k: usize) {
+    /// Interleave the whole tiles among `n` quantised rows of `k` values (`qs`, `d`: the
+    /// [`crate::act::QAct`] fields, blocks of 256), with `sums` the activation sums the weight
+    /// type needs, `per` of them per super-block: `bsum32` (8, Q4_K) or `bsum` (16, Q6_K).
+    pub fn build(&mut self, qs: &[i8], d: &[f32], sums: &[i16], per: usize, n: usize, k: usize) {
         let nsb = k / 256;
+        assert!(
+            per == 8 || per == 16,
+            "8 or 16 sums per super-block, not {per}"
+        );
+        let pairs = per / 2;
         self.nsb = nsb;
+        self.pairs = pairs;
         self.tiles = n / TILE;
         let tokens = self.tiles * TILE;
         self.act.reset(tokens * k);
-        self.bs.reset(tokens * nsb * 8);
+        self.bs.reset(tokens * nsb * per);
         self.dy.reset(tokens * nsb);
         for t in 0..tokens {
             let (tile, l) = (t / TILE, t % TILE);
@@ -59,11 +67,11 @@ impl KTiles {
                     self.act[o] = q[0] as i16;
                     self.act[o + 1] = q[1] as i16;
                 }
-                let bb = (tile * nsb + i) * 4 * 2 * TILE;
-                for j in 0..4 {
+                let bb = (tile * nsb + i) * pairs * 2 * TILE;
+                for j in 0..pairs {
                     let o = bb + 32 * j + 2 * l;
-                    self.bs[o] = bsum32[t * nsb * 8 + 8 * i + 2 * j];
-                    self.bs[o + 1] = bsum32[t * nsb * 8 + 8 * i + 2 * j + 1];
+                    self.bs[o] = sums[(t * nsb + i) * per + 2 * j];
+                    self.bs[o + 1] = sums[(t * nsb + i) * per + 2 * j + 1];
                 }
                 self.dy[(tile * nsb + i) * TILE + l] = d[t * nsb + i];
             }
@@ -166,6 +174,113 @@ impl KRow {
     }
 }
 
+/// One Q6_K weight row unpacked for [`tile_pair_q6`].
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Q6Row {
+    /// Per super-block, its 256 values (0..64) times their 16-value group scales, in value
+    /// order (at most 63 · 128 in magnitude).
+    pub w16: Vec<i16>,
+    /// Per super-block, `d` as f32.
+    pub d: Vec<f32>,
+    /// Per super-block and lane `l < 8`, `(−32 · sc[2l], −32 · sc[2l+1])`: the part of the
+    /// definition's `isum[l]` that offsets the values by 32, as a pair to multiply with the
+    /// tokens' sums of 16 values.
+    pub bias: Vec<[i16; 2]>,
+}
+
+impl Q6Row {
+    fn resize(&mut self, nsb: usize) {
+        self.w16.resize(256 * nsb, 0);
+        self.d.resize(nsb, 0.0);
+        self.bias.resize(8 * nsb, [0; 2]);
+    }
+
+    /// `d` and the bias pairs of super-block `i` (`blk`, 210 bytes); returns its 16 scales.
+    fn header(&mut self, i: usize, blk: &[u8]) -> [i16; 16] {
+        self.d[i] = f16_at(blk, 208);
+        let sc: [i16; 16] = core::array::from_fn(|g| blk[192 + g] as i8 as i16);
+        for l in 0..8 {
+            self.bias[8 * i + l] = [-32 * sc[2 * l], -32 * sc[2 * l + 1]];
+        }
+        sc
+    }
+
+    /// Unpack `w` (whole 210-byte Q6_K super-blocks) into `self`: the AVX-512 twin of
+    /// [`Q6Row::unpack_scalar`] where the CPU has it.
+    pub fn unpack(&mut self, w: &[u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::has_avx512_vnni() {
+            // SAFETY: AVX-512 F/BW/VL checked just above.
+            return unsafe { self.unpack_avx512(w) };
+        }
+        self.unpack_scalar(w)
+    }
+
+    /// Unpack `w` (whole 210-byte Q6_K super-blocks) into `self` (the definition).
+    pub fn unpack_scalar(&mut self, w: &[u8]) {
+        let nsb = w.len() / 210;
+        self.resize(nsb);
+        for (i, blk) in w.chunks_exact(210).enumerate() {
+            let sc = self.header(i, blk);
+            let q = crate::kernels::unpack_q6(blk);
+            for (v, o) in self.w16[256 * i..256 * i + 256].iter_mut().enumerate() {
+                *o = q[v] as i16 * sc[v / 16];
+            }
+        }
+    }
+
+    /// AVX-512 twin of [`Q6Row::unpack_scalar`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VL.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+    pub unsafe fn unpack_avx512(&mut self, w: &[u8]) {
+        use core::arch::x86_64::*;
+        let nsb = w.len() / 210;
+        self.resize(nsb);
+        let m4 = _mm256_set1_epi8(0xF);
+        let m3 = _mm256_set1_epi8(3);
+        for (i, blk) in w.chunks_exact(210).enumerate() {
+            let sc = self.header(i, blk);
+            let p = blk.as_ptr();
+            for h in 0..2 {
+                // SAFETY: bytes 64h..64h + 64 (low bits) and 128 + 32h..+32 (high bits) lie
+                // inside the 210-byte block; the 128 outputs at 256i + 128h inside `w16`.
+                let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
+                let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+                // Two high bits at bit 4 (16-bit shifts: the masks drop what crosses bytes).
+                let hb = |x: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(x, m3));
+                let v = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(qh)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(_mm256_srli_epi16::<2>(qh))),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        hb(_mm256_srli_epi16::<4>(qh)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                        hb(_mm256_srli_epi16::<6>(qh)),
+                    ),
+                ];
+                for (c, v) in v.into_iter().enumerate() {
+                    // Values 128h + 32c..+32: groups g and g + 1 of 16.
+                    let g = 8 * h + 2 * c;
+                    let s = _mm512_mask_blend_epi16(
+                        0xFFFF_0000,
+                        _mm512_set1_epi16(sc[g]),
+                        _mm512_set1_epi16(sc[g + 1]),
+                    );
+                    let o = self.w16.as_mut_ptr().add(256 * i + 128 * h + 32 * c);
+                    let x = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(v), s);
+                    _mm512_storeu_si512(o as *mut __m512i, x);
+                }
+            }
+        }
+    }
+}
+
 /// `acc + Σ` of the products of `a`'s `i16` pairs with the pair at `p`, broadcast
 /// (`vpdpwssd` with a memory operand). Written as assembly because LLVM splits the intrinsic
 /// into `vpmaddwd` + `vpaddd` (two instructions) in long accumulation chains.
@@ -193,30 +308,90 @@ unsafe fn dpwssd_bcst(
     acc
 }
 
+/// One unpacked row as the tile kernel reads it: `w16` and `d` per super-block, then for
+/// Q4_K `dmin` and the minimum pairs (4 per super-block), for Q6_K the bias pairs (8).
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    w16: &'a [i16],
+    d: &'a [f32],
+    dmin: &'a [f32],
+    pairs: &'a [[i16; 2]],
+}
+
 /// Two unpacked Q4_K weight rows against tile `tile` of `act`: `out[i][l]` is, bit for bit,
 /// the row kernel's `dot(row i, token 16·tile + l)`. Rows and tiles must have `act.nsb`
-/// super-blocks.
+/// super-blocks, and the tiles 4 sum pairs per super-block.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and VNNI ([`crate::kernels::has_avx512_vnni`]).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn tile_pair_k(w: [&KRow; 2], act: &KTiles, tile: usize) -> [[f32; TILE]; 2] {
+    let [a, b] = w.map(|r| Parts {
+        w16: &r.w16,
+        d: &r.d,
+        dmin: &r.dmin,
+        pairs: &r.mins,
+    });
+    assert!(
+        act.pairs == 4,
+        "Q4_K tiles carry 4 sum pairs per super-block"
+    );
+    tile_pair_impl::<false>([a, b], act, tile)
+}
+
+/// [`tile_pair_k`] for two unpacked Q6_K rows; the tiles must carry 8 sum pairs (of 16
+/// values) per super-block.
+///
+/// # Safety
+/// As [`tile_pair_k`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn tile_pair_q6(w: [&Q6Row; 2], act: &KTiles, tile: usize) -> [[f32; TILE]; 2] {
+    let [a, b] = w.map(|r| Parts {
+        w16: &r.w16,
+        d: &r.d,
+        dmin: &[],
+        pairs: &r.bias,
+    });
+    assert!(
+        act.pairs == 8,
+        "Q6_K tiles carry 8 sum pairs per super-block"
+    );
+    tile_pair_impl::<true>([a, b], act, tile)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_pair_impl<const Q6: bool>(
+    w: [Parts; 2],
+    act: &KTiles,
+    tile: usize,
+) -> [[f32; TILE]; 2] {
     use core::arch::x86_64::*;
     let nsb = act.nsb;
+    let np = act.pairs;
     for r in w {
-        assert!(r.w16.len() == 256 * nsb && r.d.len() == nsb && r.dmin.len() == nsb);
-        assert!(r.mins.len() == 4 * nsb);
+        assert!(r.w16.len() == 256 * nsb && r.d.len() == nsb && r.pairs.len() == np * nsb);
+        assert!(Q6 || r.dmin.len() == nsb);
     }
     assert!(act.tiles > tile);
     let ta = &act.act[tile * nsb * 256 * TILE..(tile + 1) * nsb * 256 * TILE];
-    let tb = &act.bs[tile * nsb * 8 * TILE..(tile + 1) * nsb * 8 * TILE];
+    let tb = &act.bs[tile * nsb * 2 * np * TILE..(tile + 1) * nsb * 2 * np * TILE];
     let tdy = &act.dy[tile * nsb * TILE..(tile + 1) * nsb * TILE];
     let mut acc0 = [_mm512_setzero_ps(); 8];
     let mut acc1 = [_mm512_setzero_ps(); 8];
     let (w0, w1) = (w[0].w16.as_ptr(), w[1].w16.as_ptr());
+    // Pair `l` of super-block `i` of a row, broadcast as one 32-bit value.
+    let pair = |r: &Parts, i: usize, l: usize| {
+        let m = r.pairs[np * i + l];
+        _mm512_set1_epi32(((m[1] as u16 as u32) << 16 | m[0] as u16 as u32) as i32)
+    };
+    // The 16 tokens' sum pair `l` of super-block `i`.
+    let sums = |i: usize, l: usize| {
+        // SAFETY: i < nsb and l < np: the 32 values lie inside `tb`.
+        _mm512_loadu_si512(tb.as_ptr().add(32 * (np * i + l)) as *const __m512i)
+    };
     for i in 0..nsb {
-        // SAFETY: i < nsb: the super-block's 256 · 16 activation values, 4 · 32 sums and 16
+        // SAFETY: i < nsb: the super-block's 256 · 16 activation values, its sums and 16
         // scales lie inside the tile slices above, its 256 weights inside each row.
         let ap = ta.as_ptr().add(256 * TILE * i);
         let dyv = _mm512_loadu_ps(tdy.as_ptr().add(TILE * i));
@@ -252,12 +427,18 @@ pub(crate) unsafe fn tile_pair_k(w: [&KRow; 2], act: &KTiles, tile: usize) -> [[
                     one!(sb + 1, 1, 0, s110, s111);
                     one!(sb + 1, 1, 1, s110, s111);
                 }
-                let sums = [
+                let sums2 = [
                     (_mm512_add_epi32(s000, s010), _mm512_add_epi32(s001, s011)),
                     (_mm512_add_epi32(s100, s110), _mm512_add_epi32(s101, s111)),
                 ];
-                for (h, (s0, s1)) in sums.into_iter().enumerate() {
+                for (h, (mut s0, mut s1)) in sums2.into_iter().enumerate() {
                     let l = $l + h;
+                    if Q6 {
+                        // Lane l's bias, −32 · (sc[2l] · Σy[2l] + sc[2l+1] · Σy[2l+1]).
+                        let b = sums(i, l);
+                        s0 = _mm512_dpwssd_epi32(s0, b, pair(&w[0], i, l));
+                        s1 = _mm512_dpwssd_epi32(s1, b, pair(&w[1], i, l));
+                    }
                     acc0[l] = _mm512_add_ps(acc0[l], _mm512_mul_ps(dd0, _mm512_cvtepi32_ps(s0)));
                     acc1[l] = _mm512_add_ps(acc1[l], _mm512_mul_ps(dd1, _mm512_cvtepi32_ps(s1)));
                 }
@@ -267,25 +448,23 @@ pub(crate) unsafe fn tile_pair_k(w: [&KRow; 2], act: &KTiles, tile: usize) -> [[
         lanes!(2);
         lanes!(4);
         lanes!(6);
-        let dm0 = _mm512_mul_ps(_mm512_set1_ps(w[0].dmin[i]), dyv);
-        let dm1 = _mm512_mul_ps(_mm512_set1_ps(w[1].dmin[i]), dyv);
-        let mp = |r: &KRow, l: usize| {
-            let m = r.mins[4 * i + l];
-            _mm512_set1_epi32(((m[1] as u16 as u32) << 16 | m[0] as u16 as u32) as i32)
-        };
-        for l in 0..4 {
-            let b = _mm512_loadu_si512(tb.as_ptr().add(32 * (4 * i + l)) as *const __m512i);
-            let m0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), b, mp(w[0], l));
-            let m1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), b, mp(w[1], l));
-            acc0[l] = _mm512_sub_ps(acc0[l], _mm512_mul_ps(dm0, _mm512_cvtepi32_ps(m0)));
-            acc1[l] = _mm512_sub_ps(acc1[l], _mm512_mul_ps(dm1, _mm512_cvtepi32_ps(m1)));
-        }
-        // Lanes 4..8: `acc -= (dmin·dy) · 0`, as the definition does.
-        let z0 = _mm512_mul_ps(dm0, _mm512_setzero_ps());
-        let z1 = _mm512_mul_ps(dm1, _mm512_setzero_ps());
-        for l in 4..8 {
-            acc0[l] = _mm512_sub_ps(acc0[l], z0);
-            acc1[l] = _mm512_sub_ps(acc1[l], z1);
+        if !Q6 {
+            let dm0 = _mm512_mul_ps(_mm512_set1_ps(w[0].dmin[i]), dyv);
+            let dm1 = _mm512_mul_ps(_mm512_set1_ps(w[1].dmin[i]), dyv);
+            for l in 0..4 {
+                let b = sums(i, l);
+                let m0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), b, pair(&w[0], i, l));
+                let m1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), b, pair(&w[1], i, l));
+                acc0[l] = _mm512_sub_ps(acc0[l], _mm512_mul_ps(dm0, _mm512_cvtepi32_ps(m0)));
+                acc1[l] = _mm512_sub_ps(acc1[l], _mm512_mul_ps(dm1, _mm512_cvtepi32_ps(m1)));
+            }
+            // Lanes 4..8: `acc -= (dmin·dy) · 0`, as the definition does.
+            let z0 = _mm512_mul_ps(dm0, _mm512_setzero_ps());
+            let z1 = _mm512_mul_ps(dm1, _mm512_setzero_ps());
+            for l in 4..8 {
+                acc0[l] = _mm512_sub_ps(acc0[l], z0);
+                acc1[l] = _mm512_sub_ps(acc1[l], z1);
+            }
         }
     }
     // hsum8, lane by lane: (a0+a4 + a2+a6) + (a1+a5 + a3+a7).
@@ -338,6 +517,41 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&a.d), bits(&b.d), "nsb {nsb}");
                 assert_eq!(bits(&a.dmin), bits(&b.dmin), "nsb {nsb}");
+            }
+        }
+    }
+
+    #[test]
+    fn q6_avx512_unpack_matches_scalar() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::kernels::has_avx512_vnni() {
+                println!("SKIPPED: CPU lacks AVX-512 F/BW/VL/VNNI");
+                return;
+            }
+            let mut s = 0x2545_f491_4f6c_dd1du64;
+            for nsb in [1usize, 2, 3, 7] {
+                let w: Vec<u8> = (0..210 * nsb)
+                    .map(|i| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        // A finite f16 d; random bits, scales (signed) and values elsewhere.
+                        if i % 210 == 209 {
+                            (s as u8) & 0x3B
+                        } else {
+                            s as u8
+                        }
+                    })
+                    .collect();
+                let (mut a, mut b) = (Q6Row::default(), Q6Row::default());
+                a.unpack_scalar(&w);
+                // SAFETY: feature checked above.
+                unsafe { b.unpack_avx512(&w) };
+                assert_eq!(a.w16, b.w16, "nsb {nsb}");
+                assert_eq!(a.bias, b.bias, "nsb {nsb}");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.d), bits(&b.d), "nsb {nsb}");
             }
         }
     }

@@ -287,6 +287,9 @@ thread_local! {
     static KTILES: RefCell<ktile::KTiles> = RefCell::new(ktile::KTiles::default());
     #[cfg(target_arch = "x86_64")]
     static KUNPACKED: RefCell<Vec<ktile::KRow>> = const { RefCell::new(Vec::new()) };
+    /// Unpacked rows of the Q6_K tile path (its activation tiles are [`KTILES`]).
+    #[cfg(target_arch = "x86_64")]
+    static Q6UNPACKED: RefCell<Vec<ktile::Q6Row>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Output pointer shared by the row tasks; each task writes only its own rows.
@@ -456,8 +459,14 @@ fn matmul_impl(
                     true
                 } else if w.dtype == DType::Q4_K {
                     let mut tiles = KTILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
-                    tiles.build(&act.qs, &act.d, &act.bsum32, n, w.cols);
+                    tiles.build(&act.qs, &act.d, &act.bsum32, 8, n, w.cols);
                     run_tiles(w, n, out, &tiles, rest);
+                    KTILES.with(|c| *c.borrow_mut() = tiles);
+                    true
+                } else if w.dtype == DType::Q6_K {
+                    let mut tiles = KTILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                    tiles.build(&act.qs, &act.d, &act.bsum, 16, n, w.cols);
+                    run_tiles(w, n, out, &Q6Tiles(&tiles), rest);
                     KTILES.with(|c| *c.borrow_mut() = tiles);
                     true
                 } else {
@@ -566,7 +575,37 @@ impl TilePath for ktile::KTiles {
     }
 }
 
-/// The tile path of Q4_0, Q8_0 ([`q4tile`]) and Q4_K ([`ktile`]): the weight rows split among the pool's threads as in
+/// Q6_K tiles: [`ktile::KTiles`] built with the sums of 16 values.
+#[cfg(target_arch = "x86_64")]
+struct Q6Tiles<'a>(&'a ktile::KTiles);
+
+#[cfg(target_arch = "x86_64")]
+impl TilePath for Q6Tiles<'_> {
+    type Row = ktile::Q6Row;
+    fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
+        Q6UNPACKED.with(|c| f(&mut c.borrow_mut()))
+    }
+    fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
+        row.unpack(w)
+    }
+    fn whole(&self) -> usize {
+        self.0.tiles
+    }
+    fn half(&self) -> bool {
+        false
+    }
+    fn tokens(&self) -> usize {
+        self.0.tiles * ktile::TILE
+    }
+    unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
+        ktile::tile_pair_q6(w, self.0, tile)
+    }
+    unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
+        unreachable!("Q6_K has no 8-token tile")
+    }
+}
+
+/// The tile path of Q4_0, Q8_0 ([`q4tile`]), Q4_K and Q6_K ([`ktile`]): the weight rows split among the pool's threads as in
 /// [`run_rows`]; each block of [`UNPACK_ROWS`] rows is unpacked once, then every whole tile
 /// of 16 tokens meets each pair of rows of the block, then the tile of 8 after them; the
 /// tokens after the last tile go to `rest(r0, r1, t0, n, out)` (two rows,
