@@ -1,4 +1,4 @@
-//! Q4_K weights × 16-token tiles on AVX-512 VNNI (prefill and large batches).
+//! Q4_K and Q6_K weights × 16-token tiles on AVX-512 VNNI (prefill and large batches).
 //!
 //! The layout idea of [`crate::q4tile`] (16 tokens in the lanes of a 512-bit vector, weights
 //! broadcast as the instruction's memory operand, each weight row unpacked once per matrix
@@ -11,8 +11,11 @@
 //! for lane: per super-block, `isum[l] = Σ sc · q · y` over the values `v` with
 //! `(v % 32) / 4 == l` (exact integers), `acc[l] += (d·dy) · isum[l]`, then
 //! `acc[l] -= (dmin·dy) · imin[l]` with `imin[l] = m[2l]·Σy[2l] + m[2l+1]·Σy[2l+1]` for
-//! `l < 4` and 0 otherwise; the result is `hsum8` of the lanes. Each token of a tile gets
-//! exactly the bits of the row kernels (tests check it).
+//! `l < 4` and 0 otherwise; the result is `hsum8` of the lanes. Q6_K (`dot_q6_k_scalar`)
+//! has no minimums: its rows unpack to `sc · q` with `q` in `0..64`, and the offset of 32
+//! enters `isum[l]` as `−32 · (sc[2l]·Σ16y[2l] + sc[2l+1]·Σ16y[2l+1])`, one more `vpdpwssd`
+//! of the tokens' 16-value sums. Each token of a tile gets exactly the bits of the row
+//! kernels (tests check it).
 
 use crate::aligned::Aligned;
 use crate::quants::{f16_at, scale_min_k4};

@@ -18,7 +18,7 @@
 //!   is described in the `kernels` module. Float weights use a fixed 32-lane f32 order.
 //! * [`ops`]: f32 (and f16 KV-cache) vector kernels with scalar twins in [`ops::scalar`].
 //!
-//!   With AVX-512 VNNI, batches of 16 tokens or more of Q4_0, Q8_0 and Q4_K weights run as
+//!   With AVX-512 VNNI, batches of 16 tokens or more of Q4_0, Q8_0, Q4_K and Q6_K weights run as
 //!   tiles (16 tokens per vector, weight rows unpacked once per product), with the same bits.
 //!
 //! ISA paths ([`Isa`]): AVX-512 VNNI (integer dot products of the 32-value block types),
