@@ -30,6 +30,16 @@ impl<T: Copy + Default> Aligned<T> {
     }
 }
 
+impl<T: Copy + Default> Aligned<T> {
+    /// Make it `len` values, keeping the contents when it has that length already (any
+    /// values, not necessarily zeros).
+    pub fn ensure_len(&mut self, len: usize) {
+        if self.len != len || (len > 0 && self.buf.is_empty()) {
+            self.reset(len);
+        }
+    }
+}
+
 impl<T> Deref for Aligned<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {

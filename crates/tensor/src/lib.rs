@@ -31,6 +31,8 @@
 mod act;
 #[cfg(target_arch = "x86_64")]
 mod aligned;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod dtype;
 mod kernels;
 #[cfg(target_arch = "x86_64")]

@@ -1,9 +1,9 @@
 //! Matrix products of stored weights with f32 activations, and (de)quantisation entry points.
 
 use crate::act::{ActRow, QAct};
-use crate::{kernels, quants, DType, MatRef, TensorError};
 #[cfg(target_arch = "x86_64")]
-use crate::{ktile, q4tile};
+use crate::{amx, ktile, q4tile};
+use crate::{kernels, quants, DType, MatRef, TensorError};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -147,6 +147,10 @@ pub enum Isa {
     /// Q8_0) take their integer dot products from `vpdpbusd`, the k-quants (Q4_K, Q5_K, Q6_K)
     /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`].
     Avx512Vnni,
+    /// [`Isa::Avx512Vnni`] plus Intel AMX-INT8: batches of 32 tokens or more of Q4_K and Q6_K
+    /// weights take their integer sums from tile multiplications (`tdpbssd`), 16 rows × 16
+    /// tokens at a time.
+    Amx,
 }
 
 impl Isa {
@@ -156,19 +160,23 @@ impl Isa {
             Isa::Scalar => true,
             Isa::Avx2 => kernels::has_avx2(),
             Isa::Avx512Vnni => kernels::has_avx512_vnni(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => amx::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Amx => false,
         }
     }
 
     /// The paths this CPU can run, scalar first.
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx]
             .into_iter()
             .filter(|i| i.supported())
             .collect()
     }
 
     /// The path [`matmul`] takes: the widest one available, or the one named by the
-    /// environment variable `DEEPSEEK_ISA` (`scalar`, `avx2`, `avx512vnni`) when this CPU
+    /// environment variable `DEEPSEEK_ISA` (`scalar`, `avx2`, `avx512vnni`, `amx`) when this CPU
     /// supports it (for comparisons between paths on one machine). Decided once.
     pub fn current() -> Isa {
         use std::sync::OnceLock;
@@ -182,12 +190,13 @@ impl Isa {
         })
     }
 
-    /// The path named `scalar`, `avx2` or `avx512vnni`.
+    /// The path named `scalar`, `avx2`, `avx512vnni` or `amx`.
     pub fn parse(name: &str) -> Option<Isa> {
         match name.to_ascii_lowercase().as_str() {
             "scalar" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
             "avx512vnni" | "avx512_vnni" | "avx512-vnni" => Some(Isa::Avx512Vnni),
+            "amx" => Some(Isa::Amx),
             _ => None,
         }
     }
@@ -197,6 +206,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
         }
     }
 }
@@ -212,7 +222,7 @@ macro_rules! scalar_q {
 fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
     use kernels as k;
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && k::has_avx512_vnni() {
+    if isa >= Isa::Avx512Vnni && k::has_avx512_vnni() {
         use avx2_entry as a;
         let q = |f1: QKernel, f2: QKernel2, f4: QKernel4| Kernel::Quant(f1, f2, f4, 32, None);
         let k = |f1: QKernel, f2: QKernel2, f4: QKernel4| Kernel::Quant(f1, f2, f4, 256, None);
@@ -290,6 +300,11 @@ thread_local! {
     /// Unpacked rows of the Q6_K tile path (its activation tiles are [`KTILES`]).
     #[cfg(target_arch = "x86_64")]
     static Q6UNPACKED: RefCell<Vec<ktile::Q6Row>> = const { RefCell::new(Vec::new()) };
+    /// The AMX path's activation tiles, and per thread its unpacked rows and scratch.
+    #[cfg(target_arch = "x86_64")]
+    static AMX_ACTS: RefCell<amx::kq::Acts> = RefCell::new(amx::kq::Acts::default());
+    #[cfg(target_arch = "x86_64")]
+    static AMX_ROWS: RefCell<(amx::kq::Rows, amx::Scratch)> = RefCell::new(Default::default());
 }
 
 /// Output pointer shared by the row tasks; each task writes only its own rows.
@@ -442,7 +457,22 @@ fn matmul_impl(
                     }
                 };
             #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Avx512Vnni && n >= q4tile::TILE && kernels::has_avx512_vnni() {
+            if isa == Isa::Amx && n >= AMX_MIN_TOKENS && amx::available() {
+                if let Some(kind) = amx::Kind::of(w.dtype) {
+                    let mut acts = AMX_ACTS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+                    match kind {
+                        amx::Kind::Q4K => acts.build(&act.qs, &act.d, &act.bsum32, 8, n, w.cols),
+                        amx::Kind::Q6K => acts.build(&act.qs, &act.d, &act.bsum, 16, n, w.cols),
+                    }
+                    run_amx(w, kind, &acts, n, out);
+                    AMX_ACTS.with(|c| *c.borrow_mut() = acts);
+                    drop(rows);
+                    ACT.with(|c| *c.borrow_mut() = act);
+                    return Ok(());
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if isa >= Isa::Avx512Vnni && n >= q4tile::TILE && kernels::has_avx512_vnni() {
                 let rest = |r0: usize, r1: usize, t0: usize, t1: usize, o: &mut [f32]| match pair {
                     Some(p) => pair_rows(p, r0, r1, t0, t1, o),
                     None => {
@@ -693,6 +723,68 @@ fn run_tiles<T: TilePath>(
                             for t in t_rest..n {
                                 put(t, r + i, buf[i * nt + t - t_rest]);
                             }
+                        }
+                    }
+                }
+            }
+        });
+    };
+    if ntasks == 1 {
+        body(0);
+    } else {
+        (0..ntasks).into_par_iter().for_each(body);
+    }
+}
+
+/// Smallest batch that takes the AMX path (smaller ones keep the AVX-512 paths: with 16
+/// tokens the AMX kernels were only even with the VNNI tiles, the rows' unpacking being
+/// shared by one tile only).
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_TOKENS: usize = 32;
+
+/// The AMX path of Q4_K and Q6_K ([`amx`]): the weight rows split among the pool's threads
+/// in blocks of 16; each block is unpacked once, then meets every tile of 16 tokens.
+#[cfg(target_arch = "x86_64")]
+fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mut [f32]) {
+    let rows = w.rows;
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = rows.div_ceil(amx::ROWS);
+    let per = blocks.div_ceil(threads * 4);
+    let ntasks = blocks.div_ceil(per);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let body = |i: usize| {
+        let p = ptr;
+        AMX_ROWS.with(|c| {
+            let (unpacked, scratch) = &mut *c.borrow_mut();
+            // SAFETY: this path is only taken when `amx::available()` returned true.
+            let _tiles = unsafe { amx::TileScope::new() };
+            let mut o = [[0f32; amx::TILE]; amx::ROWS];
+            let mut ot = [[0f32; amx::ROWS]; amx::TILE];
+            for blk in i * per..((i + 1) * per).min(blocks) {
+                let (r0, r1) = (blk * amx::ROWS, ((blk + 1) * amx::ROWS).min(rows));
+                let mut rs: [&[u8]; amx::ROWS] = [&[]; amx::ROWS];
+                for r in r0..r1 {
+                    rs[r - r0] = w.row(r);
+                }
+                unpacked.unpack(kind, &rs[..r1 - r0]);
+                for tile in 0..acts.tiles {
+                    // SAFETY: AMX and AVX-512 VNNI are available (above) and the tiles are
+                    // configured on this thread (`_tiles`).
+                    unsafe { amx::tile(kind, unpacked, acts, tile, scratch, &mut o) };
+                    // Token by token, the block's rows are contiguous in `out`.
+                    for (m, om) in o.iter().enumerate() {
+                        for (l, &v) in om.iter().enumerate() {
+                            ot[l][m] = v;
+                        }
+                    }
+                    let t0 = tile * amx::TILE;
+                    for (l, row) in ot.iter().enumerate().take(n.saturating_sub(t0)) {
+                        // SAFETY: t0 + l < n and r1 <= rows, so the r1 - r0 values at
+                        // (t0 + l) * rows + r0 lie inside `out` (n * rows values); rows
+                        // r0..r1 belong to this task only.
+                        unsafe {
+                            let dst = p.0.add((t0 + l) * rows + r0);
+                            std::ptr::copy_nonoverlapping(row.as_ptr(), dst, r1 - r0);
                         }
                     }
                 }

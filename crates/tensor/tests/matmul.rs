@@ -118,7 +118,7 @@ fn isa_paths_report_support() {
     assert!(isas.contains(&Isa::current()));
     let w = MatRef::new(DType::Q8_0, 1, 32, &[0u8; 34]).unwrap();
     let mut out = [0f32; 1];
-    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni] {
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx] {
         let r = matmul_isa(isa, &w, &[0.5; 32], 1, &mut out);
         assert_eq!(r.is_ok(), isas.contains(&isa), "{isa:?}");
         assert_eq!(Isa::parse(isa.name()), Some(isa));
