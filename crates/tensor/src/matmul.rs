@@ -678,20 +678,8 @@ fn run_tiles<T: TilePath>(
                 // unpacking does not wait on memory.
                 let rb = w.data.len() / rows;
                 let next = &w.data[(b1 * rb).min(w.data.len())..(r1.min(b1 + UNPACK_ROWS) * rb)];
-                let share = next
-                    .len()
-                    .div_ceil(tiles.whole().max(1))
-                    .next_multiple_of(64);
                 for tile in 0..tiles.whole() {
-                    for line in next.chunks(64).skip(tile * share / 64).take(share / 64) {
-                        // SAFETY: a prefetch is a hint that never faults; the address is
-                        // inside `next`.
-                        unsafe {
-                            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                                line.as_ptr() as *const i8,
-                            )
-                        };
-                    }
+                    prefetch_part(next, tile, tiles.whole());
                     for r in (b0..b1).step_by(2) {
                         let (i0, i1, two) = pairs(r);
                         // SAFETY: the tile path is only taken when the CPU has AVX-512 VNNI.
@@ -795,6 +783,20 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
         body(0);
     } else {
         (0..ntasks).into_par_iter().for_each(body);
+    }
+}
+
+/// Prefetch share `k` of `parts` equal shares of `bytes` into the cache.
+#[cfg(target_arch = "x86_64")]
+fn prefetch_part(bytes: &[u8], k: usize, parts: usize) {
+    let share = bytes.len().div_ceil(parts.max(1)).next_multiple_of(64);
+    for line in bytes.chunks(64).skip(k * share / 64).take(share / 64) {
+        // SAFETY: a prefetch is a hint that never faults; the address is inside `bytes`.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
     }
 }
 

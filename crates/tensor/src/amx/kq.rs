@@ -106,30 +106,49 @@ impl Rows {
 
     /// Unpack `rows` (at most 16 rows of whole Q4_K or Q6_K super-blocks).
     pub fn unpack(&mut self, kind: Kind, rows: &[&[u8]]) {
-        self.unpack_with(kind, rows, |w16, dst, m| {
-            // SAFETY: the AMX path (the only caller's) requires AVX-512 F/BW/VL.
-            unsafe { split_avx512(w16, dst, m) }
-        })
+        // SAFETY (both): the AMX path (the only caller's) requires AVX-512 F/BW/VL and F16C.
+        match kind {
+            Kind::Q4K => unsafe { self.unpack_q4k_avx512(rows) },
+            Kind::Q6K => self.unpack_with(kind, rows, false, |w16, dst, m| unsafe {
+                split_avx512(w16, dst, m)
+            }),
+        }
+    }
+
+    /// The definition of the unpacked rows: the K-quant rows' `sc·q` values
+    /// ([`KRow::unpack_scalar`], [`Q6Row::unpack_scalar`]) split by [`split_scalar`].
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn unpack_scalar(&mut self, kind: Kind, rows: &[&[u8]]) {
+        self.unpack_with(kind, rows, true, split_scalar)
+    }
+
+    fn block_bytes(kind: Kind) -> usize {
+        match kind {
+            Kind::Q4K => 144,
+            Kind::Q6K => 210,
+        }
     }
 
     fn unpack_with(
         &mut self,
         kind: Kind,
         rows: &[&[u8]],
+        scalar: bool,
         split: impl Fn(&[i16], &mut [i8], usize),
     ) {
         assert!(rows.len() <= ROWS);
-        let bb = match kind {
-            Kind::Q4K => 144,
-            Kind::Q6K => 210,
-        };
+        let bb = Self::block_bytes(kind);
         let nsb = rows.first().map_or(0, |r| r.len() / bb);
         self.reset(nsb);
         for (m, row) in rows.iter().enumerate() {
             assert_eq!(row.len(), nsb * bb);
             let dst = &mut self.w[..];
             if kind == Kind::Q4K {
-                self.k4.unpack(row);
+                if scalar {
+                    self.k4.unpack_scalar(row);
+                } else {
+                    self.k4.unpack(row);
+                }
                 split(&self.k4.w16, dst, m);
                 for i in 0..nsb {
                     self.d[m * nsb + i] = self.k4.d[i];
@@ -140,13 +159,105 @@ impl Rows {
                     }
                 }
             } else {
-                self.k6.unpack(row);
+                if scalar {
+                    self.k6.unpack_scalar(row);
+                } else {
+                    self.k6.unpack(row);
+                }
                 split(&self.k6.w16, dst, m);
                 for i in 0..nsb {
                     self.d[m * nsb + i] = self.k6.d[i];
                     for l in 0..8 {
                         let [a, b] = self.k6.bias[8 * i + l];
                         self.pairs[(m * nsb + i) * 8 + l] = pair(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// AVX-512 twin of [`Rows::unpack_scalar`] for Q4_K, straight from the stored bytes: a
+    /// super-block's 128 nibble bytes hold lane `l`'s values of sub-blocks `2c` (low nibbles)
+    /// and `2c + 1` (high nibbles) in their dword `8c + l`, so one dword permutation gathers
+    /// each lane's bytes; the nibbles are interleaved into value order, scaled by their
+    /// sub-block's scale and split into `lo` and `hi` bytes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VL, AVX2 and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
+    unsafe fn unpack_q4k_avx512(&mut self, rows: &[&[u8]]) {
+        assert!(rows.len() <= ROWS);
+        let nsb = rows.first().map_or(0, |r| r.len() / 144);
+        self.reset(nsb);
+        let m4 = _mm512_set1_epi8(0xF);
+        let m63 = _mm512_set1_epi16(63);
+        // Weight lanes 0..4 (idx[0]) and 4..8 (idx[1]), one per 128-bit lane: the lane's
+        // dwords of chunks c = 0..4 (dword 8c + l of the 32 in the two loads).
+        let idx = [
+            _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27),
+            _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31),
+        ];
+        for (m, row) in rows.iter().enumerate() {
+            assert_eq!(row.len(), nsb * 144);
+            for (i, blk) in row.chunks_exact(144).enumerate() {
+                self.d[m * nsb + i] = crate::quants::f16_at(blk, 0);
+                self.dmin[m * nsb + i] = crate::quants::f16_at(blk, 2);
+                let mut sc = [0i16; 8];
+                let mut mn = [0i16; 8];
+                for (s, (a, b)) in sc.iter_mut().zip(mn.iter_mut()).enumerate() {
+                    let (x, y) = crate::quants::scale_min_k4(s, &blk[4..16]);
+                    (*a, *b) = (x as i16, y as i16);
+                }
+                for l in 0..4 {
+                    self.pairs[(m * nsb + i) * 8 + l] = pair(mn[2 * l], mn[2 * l + 1]);
+                }
+                // Scale of each i16 value of a (lane, 4 sub-blocks) half: sub-blocks 0..4,
+                // then 4..8, four values each, for two lanes.
+                let s = |r0: usize| {
+                    let v: [i16; 32] = core::array::from_fn(|j| sc[r0 + (j % 16) / 4]);
+                    _mm512_loadu_si512(v.as_ptr() as *const __m512i)
+                };
+                let (s03, s47) = (s(0), s(4));
+                // SAFETY: the 128 nibble bytes at 16..144 of the block lie inside `row`; the
+                // 32-byte pieces written (row m of the 16 tiles of super-block i) inside
+                // `w`, sized by `reset`.
+                let q0 = _mm512_loadu_si512(blk.as_ptr().add(16) as *const __m512i);
+                let q1 = _mm512_loadu_si512(blk.as_ptr().add(80) as *const __m512i);
+                let out = self.w.as_mut_ptr().add(16 * i * 512 + 32 * m);
+                for (g, ix) in idx.iter().enumerate() {
+                    let v = _mm512_permutex2var_epi32(q0, *ix, q1);
+                    let lo = _mm512_and_si512(v, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+                    // Per lane: values of sub-blocks 0..4 (c0 low, c0 high, c1 low, c1 high),
+                    // then of 4..8.
+                    let u = [_mm512_unpacklo_epi32(lo, hi), _mm512_unpackhi_epi32(lo, hi)];
+                    for pair_of_lanes in 0..2 {
+                        let half = |x: __m512i| {
+                            if pair_of_lanes == 0 {
+                                _mm512_castsi512_si256(x)
+                            } else {
+                                _mm512_extracti64x4_epi64::<1>(x)
+                            }
+                        };
+                        let w0 = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(half(u[0])), s03);
+                        let w1 = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(half(u[1])), s47);
+                        let part = |w: __m512i, p: usize| {
+                            if p == 0 {
+                                _mm512_cvtepi16_epi8(_mm512_and_si512(w, m63))
+                            } else {
+                                _mm512_cvtepi16_epi8(_mm512_srai_epi16::<6>(w))
+                            }
+                        };
+                        for p in 0..2 {
+                            let (a, b) = (part(w0, p), part(w1, p));
+                            let l0 = 4 * g + 2 * pair_of_lanes;
+                            let ta = out.add((2 * l0 + p) * 512);
+                            let tb = out.add((2 * (l0 + 1) + p) * 512);
+                            let first = _mm256_permute2x128_si256::<0x20>(a, b);
+                            let second = _mm256_permute2x128_si256::<0x31>(a, b);
+                            _mm256_storeu_si256(ta as *mut __m256i, first);
+                            _mm256_storeu_si256(tb as *mut __m256i, second);
+                        }
                     }
                 }
             }
@@ -401,6 +512,60 @@ pub(super) unsafe fn tile<const Q6: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpack_matches_definition() {
+        if !crate::kernels::has_avx512_vnni() {
+            println!("SKIPPED: CPU lacks AVX-512 F/BW/VL");
+            return;
+        }
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for (kind, bb, d_at) in [
+            (Kind::Q4K, 144usize, [0usize, 2]),
+            (Kind::Q6K, 210, [208, 208]),
+        ] {
+            for (nrows, nsb) in [(1usize, 1usize), (5, 3), (16, 2)] {
+                let data: Vec<Vec<u8>> = (0..nrows)
+                    .map(|_| {
+                        let mut r: Vec<u8> = (0..bb * nsb)
+                            .map(|_| {
+                                s ^= s << 13;
+                                s ^= s >> 7;
+                                s ^= s << 17;
+                                s as u8
+                            })
+                            .collect();
+                        // Finite f16 scales.
+                        for blk in r.chunks_mut(bb) {
+                            for o in d_at {
+                                blk[o + 1] &= 0x7B;
+                            }
+                        }
+                        r
+                    })
+                    .collect();
+                let rows: Vec<&[u8]> = data.iter().map(|r| r.as_slice()).collect();
+                let (mut a, mut b) = (Rows::default(), Rows::default());
+                a.unpack_scalar(kind, &rows);
+                b.unpack(kind, &rows);
+                let n = nrows * nsb;
+                let w = |r: &Rows, m: usize| {
+                    (0..16 * nsb)
+                        .flat_map(|t| r.w[t * 512 + 32 * m..t * 512 + 32 * m + 32].to_vec())
+                        .collect::<Vec<_>>()
+                };
+                for m in 0..nrows {
+                    assert_eq!(w(&a, m), w(&b, m), "{kind:?} {nrows}x{nsb} row {m}");
+                }
+                let bits = |v: &[f32]| v[..n].iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.d), bits(&b.d), "{kind:?} d");
+                if kind == Kind::Q4K {
+                    assert_eq!(bits(&a.dmin), bits(&b.dmin), "{kind:?} dmin");
+                }
+                assert_eq!(&a.pairs[..8 * n], &b.pairs[..8 * n], "{kind:?} pairs");
+            }
+        }
+    }
 
     #[test]
     fn avx512_split_matches_scalar() {
