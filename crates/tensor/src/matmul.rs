@@ -461,8 +461,8 @@ fn matmul_impl(
                 if let Some(kind) = amx::Kind::of(w.dtype) {
                     let mut acts = AMX_ACTS.with(|c| std::mem::take(&mut *c.borrow_mut()));
                     match kind {
-                        amx::Kind::Q4K => acts.build(&act.qs, &act.d, &act.bsum32, 8, n, w.cols),
-                        amx::Kind::Q6K => acts.build(&act.qs, &act.d, &act.bsum, 16, n, w.cols),
+                        amx::Kind::Q4K => acts.build(kind, &act.qs, &act.d, &act.bsum32, n, w.cols),
+                        amx::Kind::Q6K => acts.build(kind, &act.qs, &act.d, &act.bsum, n, w.cols),
                     }
                     run_amx(w, kind, &acts, n, out);
                     AMX_ACTS.with(|c| *c.borrow_mut() = acts);
@@ -745,7 +745,7 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
         AMX_ROWS.with(|c| {
             let (unpacked, scratch) = &mut *c.borrow_mut();
             // SAFETY: this path is only taken when `amx::available()` returned true.
-            let _tiles = unsafe { amx::TileScope::new() };
+            let _tiles = unsafe { amx::TileScope::new(kind) };
             let mut o = [[0f32; amx::TILE]; amx::ROWS];
             let mut ot = [[0f32; amx::ROWS]; amx::TILE];
             for blk in i * per..((i + 1) * per).min(blocks) {

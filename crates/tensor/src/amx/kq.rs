@@ -8,11 +8,20 @@
 //! `hsum8` of the lanes.
 //!
 //! Each weight row is unpacked to `w = sc·q` (at most 945 for Q4_K, 128·63 in magnitude for
-//! Q6_K), split exactly as `w = lo + 64·hi` with `lo` in `0..64` and `hi` a signed byte, and
-//! stored lane by lane: per super-block and lane, its 32 `lo` bytes then its 32 `hi` bytes.
-//! Two `tdpbssd` with K = 32 (the lane's values of all 8 sub-blocks; the activation tile
-//! takes every eighth 4-value chunk) give `Σ lo·y` and `Σ hi·y` for 16 rows × 16 tokens, and
-//! `isum = Σ lo·y + 64·Σ hi·y` is formed in integers before the float step.
+//! Q6_K) and stored lane by lane, so that a lane's 32 values (all 8 sub-blocks) form one row
+//! of a weight tile; the activation tiles take the same values.
+//!
+//! * Q6_K: `w = lo + 64·hi` with `lo` in `0..64` and `hi` a signed byte, two byte tiles;
+//!   two `tdpbssd` with K = 32 (the activation tile takes every eighth 4-value chunk) give
+//!   `Σ lo·y` and `Σ hi·y`, and `isum = Σ lo·y + 64·Σ hi·y` is formed in integers before the
+//!   float step.
+//! * Q4_K: `w = a + b` with `a = w & !15` (a multiple of 16 below 1024: at most 6 significant
+//!   bits) and `b = w & 15`, both exact in bf16, as are the activations (8-bit integers). Two
+//!   `tdpbf16ps` into one sum tile add `Σ a·y + Σ b·y` in f32; every product and partial sum
+//!   is an integer below `32·945·127 < 2^24`, so the f32 sum is the exact `isum`, already
+//!   as the float the definition converts it to. This saves the float step's integer
+//!   combination and conversion (about 40% of its operations), and one sum tile per lane.
+//!   (Q6_K's sums can reach `32·8064·127 > 2^24`, so it keeps integer tiles.)
 
 use super::{Kind, Scratch, ROWS, TILE};
 use crate::aligned::Aligned;
@@ -24,9 +33,12 @@ use core::arch::x86_64::*;
 pub(crate) struct Acts {
     pub nsb: usize,
     pub tiles: usize,
-    /// Per tile and super-block, 4096 bytes: chunk `c` (values `4c..4c + 4`), token `l` at
-    /// `64c + 4l..+4`.
+    /// Q6_K: per tile and super-block, 4096 bytes: chunk `c` (values `4c..4c + 4`), token `l`
+    /// at `64c + 4l..+4`.
     pub act: Aligned<i8>,
+    /// Q4_K: per tile, super-block and lane `l`, one bf16 tile of 16 rows: row `k`, token `t`
+    /// at `32k + 2t` holds the lane's values `j = 2k, 2k + 1` (value `32·(j/4) + 4l + j%4`).
+    pub actb: Aligned<u16>,
     /// Per tile and super-block, 16 tokens' scales `d` (0 for padding tokens).
     pub dy: Aligned<f32>,
     /// Per tile, super-block and pair `l < 8`, 16 tokens' activation sums
@@ -35,29 +47,45 @@ pub(crate) struct Acts {
 }
 
 impl Acts {
-    /// Interleave `n` quantised rows of `k` values (`qs`, `d`: the [`crate::act::QAct`]
-    /// fields, blocks of 256) with `sums` the activation sums the weight type needs, `per` of
-    /// them per super-block: `bsum32` (8, Q4_K) or `bsum` (16, Q6_K).
-    pub fn build(&mut self, qs: &[i8], d: &[f32], sums: &[i16], per: usize, n: usize, k: usize) {
-        assert!(
-            per == 8 || per == 16,
-            "8 or 16 sums per super-block, not {per}"
-        );
+    /// Interleave `n` quantised rows of `k` values (`qs`, `d`, `sums`: the
+    /// [`crate::act::QAct`] fields, blocks of 256) for `kind`; `sums` are the activation sums
+    /// it needs: `bsum32` (8 per super-block) for Q4_K, `bsum` (16) for Q6_K.
+    pub fn build(&mut self, kind: Kind, qs: &[i8], d: &[f32], sums: &[i16], n: usize, k: usize) {
+        let per = match kind {
+            Kind::Q4K => 8,
+            Kind::Q6K => 16,
+        };
         let nsb = k / 256;
+        assert_eq!(sums.len(), n * nsb * per);
         self.nsb = nsb;
         self.tiles = n.div_ceil(TILE);
         let tokens = self.tiles * TILE;
-        self.act.reset(tokens * k);
+        match kind {
+            Kind::Q4K => self.actb.reset(tokens * k),
+            Kind::Q6K => self.act.reset(tokens * k),
+        }
         self.dy.reset(tokens * nsb);
         self.bs.reset(tokens * nsb * 8);
         for t in 0..n {
             let (tile, l) = (t / TILE, t % TILE);
             let row = &qs[t * k..(t + 1) * k];
             for (i, src) in row.chunks_exact(256).enumerate() {
-                let base = (tile * nsb + i) * 4096;
-                for (c, q) in src.chunks_exact(4).enumerate() {
-                    let o = base + 64 * c + 4 * l;
-                    self.act[o..o + 4].copy_from_slice(q);
+                if kind == Kind::Q6K {
+                    let base = (tile * nsb + i) * 4096;
+                    for (c, q) in src.chunks_exact(4).enumerate() {
+                        let o = base + 64 * c + 4 * l;
+                        self.act[o..o + 4].copy_from_slice(q);
+                    }
+                } else {
+                    for lane in 0..8 {
+                        let base = ((tile * nsb + i) * 8 + lane) * 512;
+                        for kk in 0..16 {
+                            let v = 32 * (kk / 2) + 4 * lane + 2 * (kk % 2);
+                            let o = base + 32 * kk + 2 * l;
+                            self.actb[o] = bf16_of(src[v] as i16);
+                            self.actb[o + 1] = bf16_of(src[v + 1] as i16);
+                        }
+                    }
                 }
                 self.dy[(tile * nsb + i) * TILE + l] = d[t * nsb + i];
                 for p in 0..per / 2 {
@@ -69,6 +97,12 @@ impl Acts {
     }
 }
 
+/// The bf16 bits of a small integer (exact for the values used here: at most 8 significant
+/// bits, which `split_bf16` and the activations guarantee).
+fn bf16_of(x: i16) -> u16 {
+    ((x as f32).to_bits() >> 16) as u16
+}
+
 /// Two `i16` as the `i32` whose low half is `a` (the operand layout of `vpmaddwd`).
 fn pair(a: i16, b: i16) -> i32 {
     (a as u16 as u32 | (b as u16 as u32) << 16) as i32
@@ -78,10 +112,13 @@ fn pair(a: i16, b: i16) -> i32 {
 #[derive(Default, Debug)]
 pub(crate) struct Rows {
     pub nsb: usize,
-    /// Per super-block `i`, lane `l` and part `p` (`lo`, `hi`), one weight tile of 512 bytes
-    /// at `(16i + 2l + p)·512`: row `m`'s 32 bytes at `32m` hold the part of the lane's
+    /// Q6_K: per super-block `i`, lane `l` and part `p` (`lo`, `hi`), one weight tile of 512
+    /// bytes at `(16i + 2l + p)·512`: row `m`'s 32 bytes at `32m` hold the part of the lane's
     /// values `32r + 4l + t` (`r < 8`, `t < 4`) at `4r + t` (`w = sc·q = lo + 64·hi`).
     pub w: Aligned<i8>,
+    /// Q4_K: the same tiles of bf16 values (1 KB each, at `(16i + 2l + p)·512` values): row
+    /// `m`'s 32 values at `32m`, parts `a = w & !15` and `b = w & 15`.
+    pub wb: Aligned<u16>,
     /// Per row and super-block, `d` (and for Q4_K `dmin`) as f32.
     pub d: Aligned<f32>,
     pub dmin: Aligned<f32>,
@@ -96,9 +133,12 @@ impl Rows {
     /// Buffers for `nsb` super-blocks. Rows that the next unpacking does not write keep
     /// whatever they held: each output row depends only on its own weight row, and the
     /// results of missing rows are dropped.
-    fn reset(&mut self, nsb: usize) {
+    fn reset(&mut self, kind: Kind, nsb: usize) {
         self.nsb = nsb;
-        self.w.ensure_len(ROWS * 512 * nsb);
+        match kind {
+            Kind::Q4K => self.wb.ensure_len(ROWS * 512 * nsb),
+            Kind::Q6K => self.w.ensure_len(ROWS * 512 * nsb),
+        }
         self.d.ensure_len(ROWS * nsb);
         self.dmin.ensure_len(ROWS * nsb);
         self.pairs.ensure_len(ROWS * 8 * nsb);
@@ -116,7 +156,8 @@ impl Rows {
     }
 
     /// The definition of the unpacked rows: the K-quant rows' `sc·q` values
-    /// ([`KRow::unpack_scalar`], [`Q6Row::unpack_scalar`]) split by [`split_scalar`].
+    /// ([`KRow::unpack_scalar`], [`Q6Row::unpack_scalar`]) split by [`split_bf16`] or
+    /// [`split_scalar`].
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn unpack_scalar(&mut self, kind: Kind, rows: &[&[u8]]) {
         self.unpack_with(kind, rows, true, split_scalar)
@@ -139,17 +180,16 @@ impl Rows {
         assert!(rows.len() <= ROWS);
         let bb = Self::block_bytes(kind);
         let nsb = rows.first().map_or(0, |r| r.len() / bb);
-        self.reset(nsb);
+        self.reset(kind, nsb);
         for (m, row) in rows.iter().enumerate() {
             assert_eq!(row.len(), nsb * bb);
-            let dst = &mut self.w[..];
             if kind == Kind::Q4K {
                 if scalar {
                     self.k4.unpack_scalar(row);
                 } else {
                     self.k4.unpack(row);
                 }
-                split(&self.k4.w16, dst, m);
+                split_bf16(&self.k4.w16, &mut self.wb, m);
                 for i in 0..nsb {
                     self.d[m * nsb + i] = self.k4.d[i];
                     self.dmin[m * nsb + i] = self.k4.dmin[i];
@@ -164,7 +204,7 @@ impl Rows {
                 } else {
                     self.k6.unpack(row);
                 }
-                split(&self.k6.w16, dst, m);
+                split(&self.k6.w16, &mut self.w, m);
                 for i in 0..nsb {
                     self.d[m * nsb + i] = self.k6.d[i];
                     for l in 0..8 {
@@ -180,7 +220,7 @@ impl Rows {
     /// super-block's 128 nibble bytes hold lane `l`'s values of sub-blocks `2c` (low nibbles)
     /// and `2c + 1` (high nibbles) in their dword `8c + l`, so one dword permutation gathers
     /// each lane's bytes; the nibbles are interleaved into value order, scaled by their
-    /// sub-block's scale and split into `lo` and `hi` bytes.
+    /// sub-block's scale, and each part's bf16 bits come from a table (`vpermw`).
     ///
     /// # Safety
     /// The CPU must support AVX-512 F, BW and VL, AVX2 and F16C.
@@ -188,9 +228,16 @@ impl Rows {
     unsafe fn unpack_q4k_avx512(&mut self, rows: &[&[u8]]) {
         assert!(rows.len() <= ROWS);
         let nsb = rows.first().map_or(0, |r| r.len() / 144);
-        self.reset(nsb);
+        self.reset(Kind::Q4K, nsb);
         let m4 = _mm512_set1_epi8(0xF);
-        let m63 = _mm512_set1_epi16(63);
+        let m15 = _mm512_set1_epi16(15);
+        // bf16 of 16k (k < 64, two tables of 32) and of b (b < 16).
+        let table = |f: &dyn Fn(usize) -> i16, k0: usize| {
+            let v: [u16; 32] = core::array::from_fn(|k| bf16_of(f(k0 + k)));
+            _mm512_loadu_si512(v.as_ptr() as *const __m512i)
+        };
+        let (ta0, ta1) = (table(&|k| 16 * k as i16, 0), table(&|k| 16 * k as i16, 32));
+        let tb = table(&|k| (k % 16) as i16, 0);
         // Weight lanes 0..4 (idx[0]) and 4..8 (idx[1]), one per 128-bit lane: the lane's
         // dwords of chunks c = 0..4 (dword 8c + l of the 32 in the two loads).
         let idx = [
@@ -219,11 +266,11 @@ impl Rows {
                 };
                 let (s03, s47) = (s(0), s(4));
                 // SAFETY: the 128 nibble bytes at 16..144 of the block lie inside `row`; the
-                // 32-byte pieces written (row m of the 16 tiles of super-block i) inside
-                // `w`, sized by `reset`.
+                // 64-byte rows written (row m of the 16 tiles of super-block i) inside `wb`,
+                // sized by `reset`.
                 let q0 = _mm512_loadu_si512(blk.as_ptr().add(16) as *const __m512i);
                 let q1 = _mm512_loadu_si512(blk.as_ptr().add(80) as *const __m512i);
-                let out = self.w.as_mut_ptr().add(16 * i * 512 + 32 * m);
+                let out = self.wb.as_mut_ptr().add(16 * i * 512 + 32 * m);
                 for (g, ix) in idx.iter().enumerate() {
                     let v = _mm512_permutex2var_epi32(q0, *ix, q1);
                     let lo = _mm512_and_si512(v, m4);
@@ -231,35 +278,47 @@ impl Rows {
                     // Per lane: values of sub-blocks 0..4 (c0 low, c0 high, c1 low, c1 high),
                     // then of 4..8.
                     let u = [_mm512_unpacklo_epi32(lo, hi), _mm512_unpackhi_epi32(lo, hi)];
-                    for pair_of_lanes in 0..2 {
+                    for pl in 0..2 {
                         let half = |x: __m512i| {
-                            if pair_of_lanes == 0 {
+                            if pl == 0 {
                                 _mm512_castsi512_si256(x)
                             } else {
                                 _mm512_extracti64x4_epi64::<1>(x)
                             }
                         };
+                        // [lane a r0..4 | lane b r0..4] and [lane a r4..8 | lane b r4..8].
                         let w0 = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(half(u[0])), s03);
                         let w1 = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(half(u[1])), s47);
-                        let part = |w: __m512i, p: usize| {
-                            if p == 0 {
-                                _mm512_cvtepi16_epi8(_mm512_and_si512(w, m63))
-                            } else {
-                                _mm512_cvtepi16_epi8(_mm512_srai_epi16::<6>(w))
-                            }
-                        };
-                        for p in 0..2 {
-                            let (a, b) = (part(w0, p), part(w1, p));
-                            let l0 = 4 * g + 2 * pair_of_lanes;
-                            let ta = out.add((2 * l0 + p) * 512);
-                            let tb = out.add((2 * (l0 + 1) + p) * 512);
-                            let first = _mm256_permute2x128_si256::<0x20>(a, b);
-                            let second = _mm256_permute2x128_si256::<0x31>(a, b);
-                            _mm256_storeu_si256(ta as *mut __m256i, first);
-                            _mm256_storeu_si256(tb as *mut __m256i, second);
+                        let rows2 = [
+                            _mm512_shuffle_i64x2::<0b01_00_01_00>(w0, w1),
+                            _mm512_shuffle_i64x2::<0b11_10_11_10>(w0, w1),
+                        ];
+                        for (e, w) in rows2.into_iter().enumerate() {
+                            let l = 4 * g + 2 * pl + e;
+                            let a = _mm512_permutex2var_epi16(ta0, _mm512_srli_epi16::<4>(w), ta1);
+                            let b = _mm512_permutexvar_epi16(_mm512_and_si512(w, m15), tb);
+                            _mm512_storeu_si512(out.add(2 * l * 512) as *mut __m512i, a);
+                            _mm512_storeu_si512(out.add((2 * l + 1) * 512) as *mut __m512i, b);
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Row `m` of the Q4_K layout of [`Rows::wb`] (`dst`, 16 rows) from one row's values `w16` in
+/// value order (the definition).
+pub(crate) fn split_bf16(w16: &[i16], dst: &mut [u16], m: usize) {
+    assert!(w16.len() * 2 * ROWS == dst.len() && m < ROWS);
+    for (i, src) in w16.chunks_exact(256).enumerate() {
+        for l in 0..8 {
+            let o = (16 * i + 2 * l) * 512 + 32 * m;
+            for j in 0..32 {
+                let x = src[32 * (j / 4) + 4 * l + j % 4];
+                debug_assert!((0..1024).contains(&x));
+                dst[o + j] = bf16_of(x & !15);
+                dst[o + 512 + j] = bf16_of(x & 15);
             }
         }
     }
@@ -398,23 +457,18 @@ unsafe fn store<const C: usize>(out: *mut i32) {
     );
 }
 
-/// 16 unpacked weight rows × token tile `tile` of `act`, into the lane accumulators of
+/// 16 unpacked Q6_K weight rows × token tile `tile` of `act`, into the lane accumulators of
 /// `scratch` (which [`super::finish`] reduces).
 ///
 /// # Safety
 /// The CPU must support AMX-INT8 and AVX-512 F/BW/VL/VNNI, and the tiles must be configured
-/// for the K-quants on this thread.
+/// for Q6_K on this thread.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn tile<const Q6: bool>(
-    rows: &Rows,
-    act: &Acts,
-    tile: usize,
-    scratch: &mut Scratch,
-) {
+pub(super) unsafe fn tile_q6k(rows: &Rows, act: &Acts, tile: usize, scratch: &mut Scratch) {
     let nsb = act.nsb;
     assert!(rows.nsb == nsb && tile < act.tiles);
     assert!(rows.w.len() == ROWS * 512 * nsb && rows.d.len() == ROWS * nsb);
-    assert!(rows.dmin.len() == ROWS * nsb && rows.pairs.len() == ROWS * 8 * nsb);
+    assert!(rows.pairs.len() == ROWS * 8 * nsb);
     assert!(act.act.len() >= (tile + 1) * nsb * 4096 && act.dy.len() >= (tile + 1) * nsb * TILE);
     assert!(act.bs.len() >= (tile + 1) * nsb * 8 * TILE);
     scratch.prepare();
@@ -482,21 +536,10 @@ pub(super) unsafe fn tile<const Q6: bool>(
             for (l, a) in acc.iter_mut().enumerate() {
                 let lo = _mm512_load_si512(s.add(512 * l + 16 * m) as *const __m512i);
                 let hi = _mm512_load_si512(s.add(512 * l + 256 + 16 * m) as *const __m512i);
-                let mut isum = _mm512_add_epi32(lo, _mm512_slli_epi32::<6>(hi));
-                if Q6 {
-                    let bsv = _mm512_load_si512(bsp.add(l * TILE) as *const __m512i);
-                    let off = _mm512_madd_epi16(bsv, _mm512_set1_epi32(*pm.add(l)));
-                    isum = _mm512_add_epi32(isum, off);
-                }
+                let bsv = _mm512_load_si512(bsp.add(l * TILE) as *const __m512i);
+                let off = _mm512_madd_epi16(bsv, _mm512_set1_epi32(*pm.add(l)));
+                let isum = _mm512_add_epi32(_mm512_add_epi32(lo, _mm512_slli_epi32::<6>(hi)), off);
                 *a = _mm512_add_ps(*a, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(isum)));
-            }
-            if !Q6 {
-                let dm = _mm512_mul_ps(_mm512_set1_ps(*rows.dmin.as_ptr().add(m * nsb + i)), dyv);
-                for (l, a) in acc.iter_mut().enumerate().take(4) {
-                    let bsv = _mm512_load_si512(bsp.add(l * TILE) as *const __m512i);
-                    let imin = _mm512_madd_epi16(bsv, _mm512_set1_epi32(*pm.add(l)));
-                    *a = _mm512_sub_ps(*a, _mm512_mul_ps(dm, _mm512_cvtepi32_ps(imin)));
-                }
             }
             for (l, a) in acc.iter().enumerate() {
                 _mm512_store_ps(ap.add(l * TILE), *a);
@@ -505,6 +548,111 @@ pub(super) unsafe fn tile<const Q6: bool>(
         if i + 1 < nsb {
             put(i + 1, 14);
             put(i + 1, 15);
+        }
+    }
+}
+
+/// One Q4_K lane: `tmm$C = A_a · B + A_b · B` from zero (bf16 products), with B (16 rows of
+/// 64 activation bytes) at `bp`, the weight parts (16 rows of 64 bytes each) at `wp` and
+/// `wp + 1 KB`, and the sums stored at `out` (16 rows of 16 f32).
+///
+/// # Safety
+/// Tiles configured by [`super::TileScope`] for Q4_K; the pointers cover what is read and
+/// written.
+#[inline(always)]
+unsafe fn lane_bf16<const C: usize, const B: usize>(wp: *const u16, bp: *const u16, out: *mut i32) {
+    core::arch::asm!(
+        "tileloadd tmm{b}, [{bp} + {s}*1]",
+        "tileloadd tmm{c}, [{z} + {s}*1]",
+        "tileloadd tmm4, [{wp} + {s}*1]",
+        "tdpbf16ps tmm{c}, tmm4, tmm{b}",
+        "tileloadd tmm5, [{wp} + {s}*1 + 1024]",
+        "tdpbf16ps tmm{c}, tmm5, tmm{b}",
+        "tilestored [{out} + {s}*1], tmm{c}",
+        b = const B,
+        c = const C,
+        z = in(reg) super::ZEROS.0.as_ptr(),
+        wp = in(reg) wp,
+        bp = in(reg) bp,
+        out = in(reg) out,
+        s = in(reg) 64usize,
+        options(nostack)
+    );
+}
+
+/// 16 unpacked Q4_K weight rows × token tile `tile` of `act`, into the lane accumulators of
+/// `scratch` (which [`super::finish`] reduces).
+///
+/// # Safety
+/// The CPU must support AMX-BF16 and AVX-512 F/BW/VL/VNNI, and the tiles must be configured
+/// for Q4_K on this thread.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn tile_q4k(rows: &Rows, act: &Acts, tile: usize, scratch: &mut Scratch) {
+    let nsb = act.nsb;
+    assert!(rows.nsb == nsb && tile < act.tiles);
+    assert!(rows.wb.len() == ROWS * 512 * nsb && rows.d.len() == ROWS * nsb);
+    assert!(rows.dmin.len() == ROWS * nsb && rows.pairs.len() == ROWS * 8 * nsb);
+    assert!(act.actb.len() >= (tile + 1) * nsb * 4096 && act.dy.len() >= (tile + 1) * nsb * TILE);
+    assert!(act.bs.len() >= (tile + 1) * nsb * 8 * TILE);
+    scratch.prepare();
+    let w0 = rows.wb.as_ptr();
+    let a0 = act.actb.as_ptr().add(tile * nsb * 4096);
+    let dy0 = act.dy.as_ptr().add(tile * nsb * TILE);
+    let bs0 = act.bs.as_ptr().add(tile * nsb * 8 * TILE);
+    let sums = scratch.sums.as_mut_ptr();
+    let accp = scratch.acc.as_mut_ptr();
+    // The 8 sum tiles of super-block i (one per lane) alternate between two sets.
+    let set = |i: usize| sums.add((i % 2) * 16 * 256);
+    let issue = |i: usize, l: usize| {
+        // SAFETY: i < nsb: the two weight tiles of lane l (1 KB each from (16i + 2l)·512
+        // values) lie inside `rows.wb`, its activation tile (512 values from
+        // (8i + l)·512) inside this tile's 4096·nsb values, and the 1 KB slot l of the set
+        // inside `sums` (sized by `prepare`).
+        let (wp, bp, out) = (
+            w0.add((16 * i + 2 * l) * 512),
+            a0.add((8 * i + l) * 512),
+            set(i).add(256 * l),
+        );
+        match l % 4 {
+            0 => lane_bf16::<0, 6>(wp, bp, out),
+            1 => lane_bf16::<1, 7>(wp, bp, out),
+            2 => lane_bf16::<2, 6>(wp, bp, out),
+            _ => lane_bf16::<3, 7>(wp, bp, out),
+        }
+    };
+    if nsb > 0 {
+        for l in 0..8 {
+            issue(0, l);
+        }
+    }
+    for i in 0..nsb {
+        let s = set(i) as *const f32;
+        let dyv = _mm512_load_ps(dy0.add(i * TILE));
+        let bsp = bs0.add(i * 8 * TILE);
+        for m in 0..ROWS {
+            // The next super-block's lanes, one every other row, run on the tile unit
+            // meanwhile.
+            if i + 1 < nsb && m % 2 == 0 {
+                issue(i + 1, m / 2);
+            }
+            let ap = accp.add(m * 8 * TILE);
+            let mut acc: [__m512; 8] = core::array::from_fn(|l| _mm512_load_ps(ap.add(l * TILE)));
+            let dd = _mm512_mul_ps(_mm512_set1_ps(*rows.d.as_ptr().add(m * nsb + i)), dyv);
+            for (l, a) in acc.iter_mut().enumerate() {
+                // The lane's exact integer sum, as an f32.
+                let isum = _mm512_load_ps(s.add(256 * l + 16 * m));
+                *a = _mm512_add_ps(*a, _mm512_mul_ps(dd, isum));
+            }
+            let dm = _mm512_mul_ps(_mm512_set1_ps(*rows.dmin.as_ptr().add(m * nsb + i)), dyv);
+            let pm = rows.pairs.as_ptr().add((m * nsb + i) * 8);
+            for (l, a) in acc.iter_mut().enumerate().take(4) {
+                let bsv = _mm512_load_si512(bsp.add(l * TILE) as *const __m512i);
+                let imin = _mm512_madd_epi16(bsv, _mm512_set1_epi32(*pm.add(l)));
+                *a = _mm512_sub_ps(*a, _mm512_mul_ps(dm, _mm512_cvtepi32_ps(imin)));
+            }
+            for (l, a) in acc.iter().enumerate() {
+                _mm512_store_ps(ap.add(l * TILE), *a);
+            }
         }
     }
 }
@@ -549,10 +697,16 @@ mod tests {
                 a.unpack_scalar(kind, &rows);
                 b.unpack(kind, &rows);
                 let n = nrows * nsb;
-                let w = |r: &Rows, m: usize| {
+                let w = |r: &Rows, m: usize| -> Vec<u16> {
                     (0..16 * nsb)
-                        .flat_map(|t| r.w[t * 512 + 32 * m..t * 512 + 32 * m + 32].to_vec())
-                        .collect::<Vec<_>>()
+                        .flat_map(|t| match kind {
+                            Kind::Q4K => r.wb[t * 512 + 32 * m..t * 512 + 32 * m + 32].to_vec(),
+                            Kind::Q6K => r.w[t * 512 + 32 * m..t * 512 + 32 * m + 32]
+                                .iter()
+                                .map(|&x| x as u16)
+                                .collect(),
+                        })
+                        .collect()
                 };
                 for m in 0..nrows {
                     assert_eq!(w(&a, m), w(&b, m), "{kind:?} {nrows}x{nsb} row {m}");

@@ -33,8 +33,8 @@ pub(crate) const TILE: usize = 16;
 /// Weight rows per tile (the rows of a sum tile).
 pub(crate) const ROWS: usize = 16;
 
-/// Whether this CPU and the operating system run AMX-INT8 (with AVX-512 VNNI for the float
-/// steps). On Linux a process must ask for the AMX register state first; that request is
+/// Whether this CPU and the operating system run AMX-INT8 and AMX-BF16 (with AVX-512 VNNI
+/// for the float steps). On Linux a process must ask for the AMX register state first; that request is
 /// made here, once.
 pub(crate) fn available() -> bool {
     use std::sync::OnceLock;
@@ -43,11 +43,12 @@ pub(crate) fn available() -> bool {
         if !crate::kernels::has_avx512_vnni() {
             return false;
         }
-        // CPUID leaf 7, sub-leaf 0: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+        // CPUID leaf 7, sub-leaf 0: EDX bit 22 AMX-BF16, bit 24 AMX-TILE, bit 25 AMX-INT8.
         #[allow(unused_unsafe)]
         // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is only used when leaf 0 says so.
         let (max, edx) = unsafe { (__cpuid(0).eax, __cpuid_count(7, 0).edx) };
-        max >= 7 && (edx >> 24) & 1 == 1 && (edx >> 25) & 1 == 1 && request_permission()
+        let amx = [22, 24, 25].iter().all(|b| (edx >> b) & 1 == 1);
+        max >= 7 && amx && request_permission()
     })
 }
 
@@ -89,14 +90,18 @@ impl Kind {
 }
 
 /// The 64-byte tile configuration `ldtilecfg` reads (palette 1): sum tiles 0-3 of 16 rows
-/// of 64 bytes, weight tiles 4-5 of 16 rows of 32 bytes (K = 32), activation tiles 6-7 of
-/// 8 rows of 64 bytes.
+/// of 64 bytes, weight tiles 4-5 of 16 rows of `kb` bytes, activation tiles 6-7 of `kr`
+/// rows of 64 bytes (Q6_K: 32 bytes and 8 rows, K = 32 bytes; Q4_K: 64 bytes and 16 rows,
+/// K = 32 bf16 pairs).
 #[repr(C, align(64))]
 struct Config([u8; 64]);
 
 impl Config {
-    fn new() -> Config {
-        const K: u16 = 32;
+    fn new(kind: Kind) -> Config {
+        let (kb, kr) = match kind {
+            Kind::Q4K => (64u16, 16u8),
+            Kind::Q6K => (32, 8),
+        };
         let mut b = [0u8; 64];
         b[0] = 1;
         let shape: [(u8, u16); 8] = [
@@ -104,10 +109,10 @@ impl Config {
             (16, 64),
             (16, 64),
             (16, 64),
-            (16, K),
-            (16, K),
-            ((K / 4) as u8, 64),
-            ((K / 4) as u8, 64),
+            (16, kb),
+            (16, kb),
+            (kr, 64),
+            (kr, 64),
         ];
         for (i, (rows, colsb)) in shape.into_iter().enumerate() {
             b[16 + 2 * i..18 + 2 * i].copy_from_slice(&colsb.to_le_bytes());
@@ -117,15 +122,15 @@ impl Config {
     }
 }
 
-/// The tile registers configured for the kernels on the current thread, released when
-/// dropped (so the thread's AMX state goes back to its initial, cheap-to-save form).
+/// The tile registers configured for one kind's kernel on the current thread, released
+/// when dropped (so the thread's AMX state goes back to its initial, cheap-to-save form).
 pub(crate) struct TileScope(std::marker::PhantomData<*const ()>);
 
 impl TileScope {
     /// # Safety
     /// [`available`] must have returned true.
-    pub unsafe fn new() -> TileScope {
-        let cfg = Config::new();
+    pub unsafe fn new(kind: Kind) -> TileScope {
+        let cfg = Config::new(kind);
         // SAFETY: AMX is available and this process may use it (the caller's contract); the
         // configuration is a valid palette-1 layout (rows <= 16, colsb <= 64, reserved 0).
         asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
@@ -201,8 +206,8 @@ pub(crate) unsafe fn tile(
     out: &mut [[f32; TILE]; ROWS],
 ) {
     match kind {
-        Kind::Q4K => kq::tile::<false>(rows, act, tile, scratch),
-        Kind::Q6K => kq::tile::<true>(rows, act, tile, scratch),
+        Kind::Q4K => kq::tile_q4k(rows, act, tile, scratch),
+        Kind::Q6K => kq::tile_q6k(rows, act, tile, scratch),
     }
     finish(scratch, out);
 }
