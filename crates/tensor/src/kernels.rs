@@ -31,9 +31,10 @@
 //! vectors holding a chunk's low and high nibbles). BF16 weights keep the f32 path:
 //! `vdpbf16ps` would round the activations to bf16.
 //!
-//! For batches of 16 tokens or more, Q4_0, Q8_0 and Q4_K weights also have tile kernels with
-//! the tokens in the vector lanes (`q4tile`, `ktile`); they compute these same definitions,
-//! bit for bit.
+//! For batches of 16 tokens or more, Q4_0, Q8_0, Q4_K and Q6_K weights also have tile kernels
+//! with the tokens in the vector lanes (`q4tile`, `ktile`), and on CPUs with Intel AMX the
+//! K-quants take their integer sums from tile multiplications (`amx`); they compute these
+//! same definitions, bit for bit.
 //!
 //! The AVX2 kernels also come in multi-row forms for prefill and batched decode (2 or 4
 //! activation rows for the quantised types, 2 for the float types) that share the weight

@@ -19,11 +19,13 @@
 //! * [`ops`]: f32 (and f16 KV-cache) vector kernels with scalar twins in [`ops::scalar`].
 //!
 //!   With AVX-512 VNNI, batches of 16 tokens or more of Q4_0, Q8_0, Q4_K and Q6_K weights run as
-//!   tiles (16 tokens per vector, weight rows unpacked once per product), with the same bits.
+//!   tiles (16 tokens per vector, weight rows unpacked once per product), with the same bits;
+//!   with Intel AMX, batches of 32 or more of Q4_K and Q6_K take their integer sums from tile
+//!   multiplications (the `amx` module), with the same bits.
 //!
-//! ISA paths ([`Isa`]): AVX-512 VNNI (integer dot products of the 32-value block types),
-//! AVX2+FMA+F16C, chosen at run time with `is_x86_feature_detected!`, and portable scalar
-//! code; all give identical bits.
+//! ISA paths ([`Isa`]): AMX (AMX-INT8/BF16 tiles for K-quant batches), AVX-512 VNNI (integer
+//! dot products of the 32-value block types), AVX2+FMA+F16C, chosen at run time from the CPU's
+//! features, and portable scalar code; all give identical bits.
 
 // Kernel code indexes several arrays in lock-step, mirroring the ggml definitions.
 #![allow(clippy::needless_range_loop)]
