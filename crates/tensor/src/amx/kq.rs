@@ -156,8 +156,8 @@ impl Rows {
     }
 
     /// The definition of the unpacked rows: the K-quant rows' `sc·q` values
-    /// ([`KRow::unpack_scalar`], [`Q6Row::unpack_scalar`]) split by [`split_bf16`] or
-    /// [`split_scalar`].
+    /// ([`KRow::unpack_scalar`], [`Q6Row::unpack_scalar`]) split by [`split_bf16`] (Q4_K) or
+    /// [`split_scalar`] (Q6_K).
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn unpack_scalar(&mut self, kind: Kind, rows: &[&[u8]]) {
         self.unpack_with(kind, rows, true, split_scalar)
@@ -175,7 +175,7 @@ impl Rows {
         kind: Kind,
         rows: &[&[u8]],
         scalar: bool,
-        split: impl Fn(&[i16], &mut [i8], usize),
+        split_q6: impl Fn(&[i16], &mut [i8], usize),
     ) {
         assert!(rows.len() <= ROWS);
         let bb = Self::block_bytes(kind);
@@ -204,7 +204,7 @@ impl Rows {
                 } else {
                     self.k6.unpack(row);
                 }
-                split(&self.k6.w16, &mut self.w, m);
+                split_q6(&self.k6.w16, &mut self.w, m);
                 for i in 0..nsb {
                     self.d[m * nsb + i] = self.k6.d[i];
                     for l in 0..8 {
@@ -405,18 +405,19 @@ pub(crate) unsafe fn split_avx512(w16: &[i16], dst: &mut [i8], m: usize) {
     }
 }
 
-/// One lane product: `tmm$C = A · B` from zero (a load of [`super::ZEROS`]), with
-/// A (16 weight rows × 32 bytes) at `wp` (contiguous) and, when `LOAD_B`, B (8 rows of 64
-/// activation bytes, stride 512) loaded from `bp` first. The sums are stored later
-/// ([`store`]), once the product has had time to finish.
+/// One Q6_K lane part: `tmm$C = A · B` from zero (a load of [`super::ZEROS`]), with A (16
+/// weight rows × 32 bytes) at `wp` (contiguous) and, when `LOAD_B`, B (8 rows of 64
+/// activation bytes, stride 512) loaded from `bp` first; the sums stored at `out` (16 rows
+/// of 64 bytes).
 ///
 /// # Safety
-/// Tiles configured by [`super::TileScope`] for the K-quants; the pointers cover what is
-/// read.
+/// Tiles configured by [`super::TileScope`] for Q6_K; the pointers cover what is read and
+/// written.
 #[inline(always)]
 unsafe fn product<const C: usize, const A: usize, const B: usize, const LOAD_B: bool>(
     wp: *const i8,
     bp: *const i8,
+    out: *mut i32,
 ) {
     if LOAD_B {
         core::arch::asm!(
@@ -431,26 +432,13 @@ unsafe fn product<const C: usize, const A: usize, const B: usize, const LOAD_B: 
         "tileloadd tmm{c}, [{z} + {s}*1]",
         "tileloadd tmm{a}, [{wp} + {ws}*1]",
         "tdpbssd tmm{c}, tmm{a}, tmm{b}",
+        "tilestored [{out} + {s}*1], tmm{c}",
         a = const A,
         b = const B,
         c = const C,
         z = in(reg) super::ZEROS.0.as_ptr(),
         wp = in(reg) wp,
         ws = in(reg) 32usize,
-        s = in(reg) 64usize,
-        options(nostack, readonly)
-    );
-}
-
-/// `tilestored` of sum tile `tmm$C` at `out` (16 rows of 64 bytes).
-///
-/// # Safety
-/// Tiles configured; `out` covers 1 KB.
-#[inline(always)]
-unsafe fn store<const C: usize>(out: *mut i32) {
-    core::arch::asm!(
-        "tilestored [{out} + {s}*1], tmm{c}",
-        c = const C,
         out = in(reg) out,
         s = in(reg) 64usize,
         options(nostack)
@@ -482,43 +470,28 @@ pub(super) unsafe fn tile_q6k(rows: &Rows, act: &Acts, tile: usize, scratch: &mu
     // two sets.
     let set = |i: usize| sums.add((i % 2) * 16 * 256);
     // Tile product `o` of super-block `i`: lane o / 2, part (lo, hi) o % 2, into sum tile
-    // o % 4; its sums are stored two products later (`put`), which frees the tile for
-    // product o + 4.
+    // o % 4 (the activation tile is loaded with part lo and kept for part hi).
     let issue = |i: usize, o: usize| {
         // SAFETY: i < nsb: the weight tile (512 bytes at (16i + o)·512) lies inside
         // `rows.w`, the activation tile (8 rows × 64 bytes, stride 512, from 4096i + 64l)
-        // inside this tile's 4096·nsb bytes.
-        let (wp, bp) = (w0.add(512 * (16 * i + o)), a0.add(4096 * i + 64 * (o / 2)));
+        // inside this tile's 4096·nsb bytes, and the 1 KB slot o of the set inside `sums`
+        // (sized by `prepare`).
+        let (wp, bp, out) = (
+            w0.add(512 * (16 * i + o)),
+            a0.add(4096 * i + 64 * (o / 2)),
+            set(i).add(256 * o),
+        );
         match o % 4 {
-            0 => product::<0, 4, 6, true>(wp, bp),
-            1 => product::<1, 5, 6, false>(wp, bp),
-            2 => product::<2, 4, 7, true>(wp, bp),
-            _ => product::<3, 5, 7, false>(wp, bp),
+            0 => product::<0, 4, 6, true>(wp, bp, out),
+            1 => product::<1, 5, 6, false>(wp, bp, out),
+            2 => product::<2, 4, 7, true>(wp, bp, out),
+            _ => product::<3, 5, 7, false>(wp, bp, out),
         }
-    };
-    let put = |i: usize, o: usize| {
-        // SAFETY: the 1 KB slot o of the set inside `sums` (sized by `prepare`).
-        let out = set(i).add(256 * o);
-        match o % 4 {
-            0 => store::<0>(out),
-            1 => store::<1>(out),
-            2 => store::<2>(out),
-            _ => store::<3>(out),
-        }
-    };
-    // Product o of super-block i, with the store of product o − 2.
-    let step = |i: usize, o: usize| {
-        if o >= 2 {
-            put(i, o - 2);
-        }
-        issue(i, o);
     };
     if nsb > 0 {
         for o in 0..16 {
-            step(0, o);
+            issue(0, o);
         }
-        put(0, 14);
-        put(0, 15);
     }
     for i in 0..nsb {
         let s = set(i);
@@ -527,7 +500,7 @@ pub(super) unsafe fn tile_q6k(rows: &Rows, act: &Acts, tile: usize, scratch: &mu
         for m in 0..ROWS {
             // The next super-block's products, one per row, run on the tile unit meanwhile.
             if i + 1 < nsb {
-                step(i + 1, m);
+                issue(i + 1, m);
             }
             let ap = accp.add(m * 8 * TILE);
             let mut acc: [__m512; 8] = core::array::from_fn(|l| _mm512_load_ps(ap.add(l * TILE)));
@@ -544,10 +517,6 @@ pub(super) unsafe fn tile_q6k(rows: &Rows, act: &Acts, tile: usize, scratch: &mu
             for (l, a) in acc.iter().enumerate() {
                 _mm512_store_ps(ap.add(l * TILE), *a);
             }
-        }
-        if i + 1 < nsb {
-            put(i + 1, 14);
-            put(i + 1, 15);
         }
     }
 }
