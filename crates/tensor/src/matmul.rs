@@ -147,9 +147,9 @@ pub enum Isa {
     /// Q8_0) take their integer dot products from `vpdpbusd`, the k-quants (Q4_K, Q5_K, Q6_K)
     /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`].
     Avx512Vnni,
-    /// [`Isa::Avx512Vnni`] plus Intel AMX-INT8: batches of 32 tokens or more of Q4_K and Q6_K
-    /// weights take their integer sums from tile multiplications (`tdpbssd`), 16 rows × 16
-    /// tokens at a time.
+    /// [`Isa::Avx512Vnni`] plus Intel AMX-INT8 and AMX-BF16: batches of 32 tokens or more of
+    /// Q4_K and Q6_K weights take their exact integer sums from tile multiplications
+    /// (`tdpbf16ps`, `tdpbssd`), 16 rows × 16 tokens at a time.
     Amx,
 }
 
