@@ -34,7 +34,7 @@ impl<T: Copy + Default> Aligned<T> {
     /// Make it `len` values, keeping the contents when it has that length already (any
     /// values, not necessarily zeros).
     pub fn ensure_len(&mut self, len: usize) {
-        if self.len != len || (len > 0 && self.buf.is_empty()) {
+        if self.len != len {
             self.reset(len);
         }
     }

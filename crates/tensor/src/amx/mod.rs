@@ -1,18 +1,19 @@
-//! Q4_K and Q6_K weights × tiles of 16 tokens on Intel AMX (`tdpbssd`), for prefill and
-//! large batches.
+//! Q4_K and Q6_K weights × tiles of 16 tokens on Intel AMX (`tdpbf16ps`, `tdpbssd`), for
+//! prefill and large batches.
 //!
 //! AMX multiplies a 16 × K tile of signed bytes (16 weight rows) by a K × 16 tile (16 tokens,
 //! stored four bytes of K per token) into a 16 × 16 tile of exact `i32` sums, 4096 or more
 //! multiply-adds per instruction. Integer sums are exact in any order, so the only work that
 //! decides the bits is the float step, which runs on AVX-512 exactly as the definitions of
 //! [`crate::kernels`] say; each output has the bits of the row kernels (tests check it).
-//! The definitions keep several partial sums per block ("lanes"), so each `tdpbssd` computes
-//! one lane's sum of one block, and the weight rows are unpacked so that a lane's values are
-//! contiguous; the activation tiles pick the same values with a row stride.
+//! The definitions keep several partial sums per block ("lanes"), so each tile product
+//! computes one lane's sum of one block, and the weight rows are unpacked so that a lane's
+//! values are contiguous; the activation tiles pick the same values.
 //!
 //! The K-quants keep eight 32-value lanes per 256-value super-block; the values times their
-//! sub-block scales need more than 8 bits, so each is split as `lo + 64·hi` into two byte
-//! tiles whose sums are combined exactly before the float step ([`kq`]).
+//! sub-block scales need more than 8 bits, so each is split into two exact parts ([`kq`]):
+//! Q6_K as `lo + 64·hi` byte tiles whose integer sums are combined before the float step,
+//! Q4_K as two bf16 tiles whose f32 sums are the exact integer sums.
 //!
 //! The sums go through memory (AMX has no move to vector registers). The tile operations of
 //! the next super-block are issued between the float steps of the current one (one per
