@@ -28,7 +28,8 @@
 //! loads, with both rows' float steps in one 512-bit vector); the sums are exact either way,
 //! so those kernels give the same bits too. The K-quants apply their sub-block scales with
 //! `vpdpwssd` (the `madd` + add of the AVX2 form in one exact step; Q4_K and Q5_K on 512-bit
-//! vectors holding a chunk's low and high nibbles). BF16 weights keep the f32 path:
+//! vectors holding a chunk's low and high nibbles, or on 256-bit ones where AVX-512 runs on
+//! 256-bit units). BF16 weights keep the f32 path:
 //! `vdpbf16ps` would round the activations to bf16.
 //!
 //! For batches of 16 tokens or more, Q4_0, Q8_0, Q4_K and Q6_K weights also have tile kernels
@@ -1036,6 +1037,28 @@ pub(crate) mod avx2 {
         _mm_madd_epi16(mins, bs)
     }
 
+    /// `acc + Σ` of the products of the `i16` pairs of `a` and `b` per 32-bit lane
+    /// (`vpdpwssd` on 256-bit registers). Written as assembly because LLVM splits the
+    /// intrinsic into `vpmaddwd` + `vpaddd` in accumulation chains, which is what this
+    /// instruction exists to save.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 VL and VNNI.
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    unsafe fn dpwssd256(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        let mut acc = acc;
+        // SAFETY: register operands only; no memory, stack or flags are touched.
+        core::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(ymm_reg) acc,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        acc
+    }
+
     /// Broadcast i16 word `j` of each 128-bit half.
     #[inline(always)]
     unsafe fn word(v: __m256i, j: usize) -> __m256i {
@@ -1085,7 +1108,10 @@ pub(crate) mod avx2 {
 
     /// Q4_K (`HI5 = false`) or Q5_K (`HI5 = true`) row against `NT` activation rows.
     #[inline(always)]
-    unsafe fn dot_k4<const HI5: bool, const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
+    unsafe fn dot_k4<const HI5: bool, const VNNI: bool, const NT: usize>(
+        w: &[u8],
+        a: &[ActRow; NT],
+    ) -> [f32; NT] {
         let (bb, nb) = k4_blocks::<HI5, NT>(w, a);
         let m4 = _mm256_set1_epi8(0xF);
         let one = _mm256_set1_epi8(1);
@@ -1102,6 +1128,8 @@ pub(crate) mod avx2 {
                 _mm256_setzero_si256()
             };
             let mut sumi = [_mm256_setzero_si256(); NT];
+            // The VNNI form's second chain (high nibbles), so that each chain has 4 steps.
+            let mut sumh = [_mm256_setzero_si256(); NT];
             for c in 0..4 {
                 let bits = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
                 let mut lo = _mm256_and_si256(bits, m4);
@@ -1119,9 +1147,21 @@ pub(crate) mod avx2 {
                     let qy = a[t].qs.as_ptr().add(256 * i);
                     let ylo = _mm256_loadu_si256(qy.add(64 * c) as *const __m256i);
                     let yhi = _mm256_loadu_si256(qy.add(64 * c + 32) as *const __m256i);
-                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), slo);
-                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), shi);
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
+                    let mlo = _mm256_maddubs_epi16(lo, ylo);
+                    let mhi = _mm256_maddubs_epi16(hi, yhi);
+                    if VNNI {
+                        sumi[t] = dpwssd256(sumi[t], mlo, slo);
+                        sumh[t] = dpwssd256(sumh[t], mhi, shi);
+                    } else {
+                        let plo = _mm256_madd_epi16(mlo, slo);
+                        let phi = _mm256_madd_epi16(mhi, shi);
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
+                    }
+                }
+            }
+            if VNNI {
+                for t in 0..NT {
+                    sumi[t] = _mm256_add_epi32(sumi[t], sumh[t]);
                 }
             }
             k4_float_step(blk, mins, &sumi, a, i, &mut acc);
@@ -1214,14 +1254,33 @@ pub(crate) mod avx2 {
         dot_k4_512::<true, NT>(w, a)
     }
 
+    /// [`dot_q4_k`] with `vpdpwssd` on 256-bit vectors in place of each `vpmaddwd` and the
+    /// add that follows it (for CPUs whose AVX-512 runs on 256-bit units); the same bits.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q4_k_vnni256<const NT: usize>(
+        w: &[u8],
+        a: &[ActRow; NT],
+    ) -> [f32; NT] {
+        dot_k4::<false, true, NT>(w, a)
+    }
+
+    /// [`dot_q5_k`] as [`dot_q4_k_vnni256`]; the same bits.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q5_k_vnni256<const NT: usize>(
+        w: &[u8],
+        a: &[ActRow; NT],
+    ) -> [f32; NT] {
+        dot_k4::<true, true, NT>(w, a)
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn dot_q4_k<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
-        dot_k4::<false, NT>(w, a)
+        dot_k4::<false, false, NT>(w, a)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn dot_q5_k<const NT: usize>(w: &[u8], a: &[ActRow; NT]) -> [f32; NT] {
-        dot_k4::<true, NT>(w, a)
+        dot_k4::<true, false, NT>(w, a)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -1261,6 +1320,8 @@ pub(crate) mod avx2 {
             prefetch(p, PF_DIST, 4);
             let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
             let mut sumi = [_mm256_setzero_si256(); NT];
+            // The VNNI form's second chain (odd `j`), so that each chain has 4 steps.
+            let mut sumo = [_mm256_setzero_si256(); NT];
             for t in 0..NT {
                 let bs = _mm256_loadu_si256(a[t].bsum.as_ptr().add(16 * i) as *const __m256i);
                 // −32 · Σ_g sc_g · Σ_{group g} y, exact.
@@ -1298,12 +1359,19 @@ pub(crate) mod avx2 {
                             a[t].qs.as_ptr().add(256 * i + 128 * h + 32 * j) as *const __m256i,
                         );
                         let m = _mm256_maddubs_epi16(*qj, y);
-                        sumi[t] = if VNNI {
-                            _mm256_dpwssd_epi32(sumi[t], m, s)
+                        if !VNNI {
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(m, s));
+                        } else if j % 2 == 0 {
+                            sumi[t] = dpwssd256(sumi[t], m, s);
                         } else {
-                            _mm256_add_epi32(sumi[t], _mm256_madd_epi16(m, s))
-                        };
+                            sumo[t] = dpwssd256(sumo[t], m, s);
+                        }
                     }
+                }
+            }
+            if VNNI {
+                for t in 0..NT {
+                    sumi[t] = _mm256_add_epi32(sumi[t], sumo[t]);
                 }
             }
             let d = _mm256_set1_ps(f16_to_f32(p.add(208)));
@@ -1516,8 +1584,9 @@ pub(crate) fn has_avx512_vnni() -> bool {
 
 /// Whether this CPU runs 512-bit vector instructions on 256-bit units (AMD's AVX-512, Zen 4):
 /// there the 256-bit form of the Q4_K and Q5_K row kernels, with its in-lane shuffles, is the
-/// faster one (measured on Zen 4: Q4_K 7-8% faster than the 512-bit form, Q5_K even). Both
-/// forms give the same bits, so the choice changes speed only. Checked once, from the CPUID
+/// faster one (measured on Zen 4: the AVX2 form 7-8% faster than the 512-bit form for Q4_K,
+/// Q5_K even; the 256-bit form with `vpdpwssd` another 8-13%). All forms give the same bits,
+/// so the choice changes speed only. Checked once, from the CPUID
 /// vendor string.
 pub(crate) fn avx512_on_256bit_units() -> bool {
     #[cfg(target_arch = "x86_64")]

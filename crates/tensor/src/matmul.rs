@@ -91,6 +91,8 @@ mod avx2_entry {
         dot_q4_k, dot_q4_k_x2, dot_q4_k_x4;
         dot_q4_k_vnni, dot_q4_k_vnni_x2, dot_q4_k_vnni_x4;
         dot_q5_k_vnni, dot_q5_k_vnni_x2, dot_q5_k_vnni_x4;
+        dot_q4_k_vnni256, dot_q4_k_vnni256_x2, dot_q4_k_vnni256_x4;
+        dot_q5_k_vnni256, dot_q5_k_vnni256_x2, dot_q5_k_vnni256_x4;
         dot_q6_k_vnni, dot_q6_k_vnni_x2, dot_q6_k_vnni_x4;
         dot_q5_k, dot_q5_k_x2, dot_q5_k_x4;
         dot_q6_k, dot_q6_k_x2, dot_q6_k_x4;
@@ -146,8 +148,8 @@ pub enum Isa {
     /// AVX2 plus AVX-512 F/BW/VL/VNNI: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1,
     /// Q8_0) take their integer dot products from `vpdpbusd`, the k-quants (Q4_K, Q5_K, Q6_K)
     /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`]. Where AVX-512 runs on
-    /// 256-bit units (AMD Zen 4), the Q4_K and Q5_K row kernels keep their AVX2 forms (the
-    /// same bits, faster there).
+    /// 256-bit units (AMD Zen 4), the Q4_K and Q5_K row kernels take their 256-bit form with
+    /// `vpdpwssd` (the same bits, faster there).
     Avx512Vnni,
     /// [`Isa::Avx512Vnni`] plus Intel AMX-INT8 and AMX-BF16: batches of 32 tokens or more of
     /// Q4_K and Q6_K weights take their exact integer sums from tile multiplications
@@ -246,8 +248,21 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
             DType::Q5_0 => return q(a::dot_q5_0_vnni, a::dot_q5_0_vnni_x2, a::dot_q5_0_vnni_x4),
             DType::Q5_1 => return q(a::dot_q5_1_vnni, a::dot_q5_1_vnni_x2, a::dot_q5_1_vnni_x4),
             DType::Q8_0 => return q(a::dot_q8_0_vnni, a::dot_q8_0_vnni_x2, a::dot_q8_0_vnni_x4),
-            // On 256-bit units, the AVX2 forms below (the same bits).
-            DType::Q4_K | DType::Q5_K if k::avx512_on_256bit_units() => {}
+            // On 256-bit units, the 256-bit forms (the same bits).
+            DType::Q4_K if k::avx512_on_256bit_units() => {
+                return k(
+                    a::dot_q4_k_vnni256,
+                    a::dot_q4_k_vnni256_x2,
+                    a::dot_q4_k_vnni256_x4,
+                );
+            }
+            DType::Q5_K if k::avx512_on_256bit_units() => {
+                return k(
+                    a::dot_q5_k_vnni256,
+                    a::dot_q5_k_vnni256_x2,
+                    a::dot_q5_k_vnni256_x4,
+                );
+            }
             DType::Q4_K => return k(a::dot_q4_k_vnni, a::dot_q4_k_vnni_x2, a::dot_q4_k_vnni_x4),
             DType::Q5_K => return k(a::dot_q5_k_vnni, a::dot_q5_k_vnni_x2, a::dot_q5_k_vnni_x4),
             DType::Q6_K => return k(a::dot_q6_k_vnni, a::dot_q6_k_vnni_x2, a::dot_q6_k_vnni_x4),
@@ -952,10 +967,10 @@ pub fn quantize(dtype: DType, src: &[f32]) -> Result<Vec<u8>, TensorError> {
 mod tests {
     use super::*;
 
-    /// The 512-bit Q4_K and Q5_K row kernels against the scalar definitions, bit for bit, at
-    /// 1, 2 and 4 tokens and odd block counts. [`kernel_for`] hands them out only where the
-    /// vector units are 512 bits wide, so `tests/matmul.rs` does not reach them on every CPU
-    /// with AVX-512 VNNI; this test does.
+    /// Both AVX-512 VNNI forms (512-bit and 256-bit) of the Q4_K and Q5_K row kernels against
+    /// the scalar definitions, bit for bit, at 1, 2 and 4 tokens and odd block counts.
+    /// [`kernel_for`] hands out one form or the other depending on the width of the vector
+    /// units, so `tests/matmul.rs` reaches only one of them on a given CPU; this test runs both.
     #[test]
     fn vnni_k4_forms_match_scalar() {
         if !kernels::has_avx512_vnni() {
@@ -971,7 +986,7 @@ mod tests {
         };
         use avx2_entry as a;
         type Forms = (QKernel, QKernel2, QKernel4, QKernel);
-        let forms: [(DType, Forms); 2] = [
+        let forms: [(DType, Forms); 4] = [
             (
                 DType::Q4_K,
                 (
@@ -987,6 +1002,24 @@ mod tests {
                     a::dot_q5_k_vnni,
                     a::dot_q5_k_vnni_x2,
                     a::dot_q5_k_vnni_x4,
+                    kernels::dot_q5_k_scalar,
+                ),
+            ),
+            (
+                DType::Q4_K,
+                (
+                    a::dot_q4_k_vnni256,
+                    a::dot_q4_k_vnni256_x2,
+                    a::dot_q4_k_vnni256_x4,
+                    kernels::dot_q4_k_scalar,
+                ),
+            ),
+            (
+                DType::Q5_K,
+                (
+                    a::dot_q5_k_vnni256,
+                    a::dot_q5_k_vnni256_x2,
+                    a::dot_q5_k_vnni256_x4,
                     kernels::dot_q5_k_scalar,
                 ),
             ),
