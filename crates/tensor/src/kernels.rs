@@ -40,8 +40,9 @@
 //! The AVX2 kernels also come in multi-row forms for prefill and batched decode (2 or 4
 //! activation rows for the quantised types, 2 for the float types) that share the weight
 //! unpacking and loads; each
-//! row's arithmetic is exactly the single-row kernel's. They prefetch ~1 KB ahead of the
-//! weight bytes they read (a hint; it never changes values).
+//! row's arithmetic is exactly the single-row kernel's. They prefetch ahead of the weight
+//! bytes they read (a hint; it never changes values): ~1 KB into L1 for the quantised types,
+//! 8 KB into L2 for the float types.
 
 use crate::act::ActRow;
 use crate::quants::{f16_at, scale_min_k4};
@@ -378,6 +379,20 @@ pub(crate) mod avx2 {
 
     /// How far ahead of the current weight bytes the kernels prefetch.
     const PF_DIST: usize = 1152;
+
+    /// [`prefetch`] into L2 only (`prefetcht2`).
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const u8, dist: usize, lines: usize) {
+        for l in 0..lines {
+            _mm_prefetch::<_MM_HINT_T2>(p.wrapping_add(dist + 64 * l) as *const i8);
+        }
+    }
+
+    /// How far ahead the float kernels prefetch, into L2: they stream 2 or 4 bytes of
+    /// weights per multiply-add and wait on memory; on Zen 4, 8 KB ahead into L2 made BF16
+    /// decode 1.3x faster than 1152 bytes ahead into L1 (the quantised kernels, bound by
+    /// their arithmetic, showed no difference).
+    const FLOAT_PF_DIST: usize = 8192;
 
     #[inline(always)]
     unsafe fn hsum8_ps(v: __m256) -> f32 {
@@ -1402,7 +1417,7 @@ pub(crate) mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut c = 0;
         while c < n32 {
-            prefetch(wp.wrapping_add(c * esize), PF_DIST, esize / 2);
+            prefetch_l2(wp.wrapping_add(c * esize), FLOAT_PF_DIST, esize / 2);
             for (j, a) in acc.iter_mut().enumerate() {
                 // SAFETY: c + 8j + 8 <= n32 <= len = x.len().
                 let xv = _mm256_loadu_ps(xp.add(c + 8 * j));
@@ -1435,7 +1450,7 @@ pub(crate) mod avx2 {
         let mut a1 = [_mm256_setzero_ps(); 4];
         let mut c = 0;
         while c < n32 {
-            prefetch(wp.wrapping_add(c * esize), PF_DIST, esize / 2);
+            prefetch_l2(wp.wrapping_add(c * esize), FLOAT_PF_DIST, esize / 2);
             for j in 0..4 {
                 // SAFETY: c + 8j + 8 <= n32 <= len <= both row lengths.
                 let wv = load(c + 8 * j);
