@@ -41,8 +41,8 @@
 //! activation rows for the quantised types, 2 for the float types) that share the weight
 //! unpacking and loads; each
 //! row's arithmetic is exactly the single-row kernel's. They prefetch ahead of the weight
-//! bytes they read (a hint; it never changes values): ~1 KB into L1 for the quantised types,
-//! 8 KB into L2 for the float types.
+//! bytes they read (a hint; it never changes values): ~1 KB into L1 for the quantised types
+//! but Q4_0, 8 KB into L2 for Q4_0 and the float types.
 
 use crate::act::ActRow;
 use crate::quants::{f16_at, scale_min_k4};
@@ -388,11 +388,11 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// How far ahead the float kernels prefetch, into L2: they stream 2 or 4 bytes of
-    /// weights per multiply-add and wait on memory; on Zen 4, 8 KB ahead into L2 made BF16
-    /// decode 1.3x faster than 1152 bytes ahead into L1 (the quantised kernels, bound by
-    /// their arithmetic, showed no difference).
-    const FLOAT_PF_DIST: usize = 8192;
+    /// How far ahead the float and Q4_0 kernels prefetch, into L2 ([`prefetch_l2`]). They
+    /// do the least arithmetic per weight byte and wait on memory: on Zen 4, 8 KB ahead into
+    /// L2 instead of [`PF_DIST`] into L1 made BF16 decode 1.5-1.7x and Q4_0 decode about
+    /// 1.08x faster; the K-quant and Q8_0 kernels showed no difference, and keep [`prefetch`].
+    const L2_PF_DIST: usize = 8192;
 
     #[inline(always)]
     unsafe fn hsum8_ps(v: __m256) -> f32 {
@@ -879,8 +879,8 @@ pub(crate) mod avx2 {
         for g in 0..full {
             // SAFETY: the 4 blocks (72 bytes) of group g lie inside both rows.
             let blk = [w[0].as_ptr().add(72 * g), w[1].as_ptr().add(72 * g)];
-            prefetch(blk[0], PF_DIST, 2);
-            prefetch(blk[1], PF_DIST, 2);
+            prefetch_l2(blk[0], L2_PF_DIST, 2);
+            prefetch_l2(blk[1], L2_PF_DIST, 2);
             q4_0_group_512_pair::<NT>(blk, a, g, &mut acc);
         }
         if full < ng {
@@ -917,7 +917,7 @@ pub(crate) mod avx2 {
         for g in 0..full {
             // SAFETY: the 4 blocks (72 bytes) of group g lie inside `w`.
             let blk = w.as_ptr().add(72 * g);
-            prefetch(blk, PF_DIST, 2);
+            prefetch_l2(blk, L2_PF_DIST, 2);
             q4_0_group_512::<NT>(blk, a, g, &mut acc);
         }
         if full < ng {
@@ -991,7 +991,7 @@ pub(crate) mod avx2 {
                 for i in 0..cnt {
                     // SAFETY: the 4 blocks of group g + i lie inside `w`; 4i + 4 <= 64.
                     let blk = wp.add(4 * (g + i) * 18);
-                    prefetch(blk, PF_DIST, 2);
+                    prefetch_l2(blk, L2_PF_DIST, 2);
                     let d4 = _mm256_castps128_ps256(_mm_loadu_ps(dwf.as_ptr().add(4 * i)));
                     let dwv = _mm256_permutevar8x32_ps(d4, idx);
                     q4_0_group::<NT>(blk, dwv, a, g + i, &mut acc);
@@ -1417,7 +1417,7 @@ pub(crate) mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut c = 0;
         while c < n32 {
-            prefetch_l2(wp.wrapping_add(c * esize), FLOAT_PF_DIST, esize / 2);
+            prefetch_l2(wp.wrapping_add(c * esize), L2_PF_DIST, esize / 2);
             for (j, a) in acc.iter_mut().enumerate() {
                 // SAFETY: c + 8j + 8 <= n32 <= len = x.len().
                 let xv = _mm256_loadu_ps(xp.add(c + 8 * j));
@@ -1450,7 +1450,7 @@ pub(crate) mod avx2 {
         let mut a1 = [_mm256_setzero_ps(); 4];
         let mut c = 0;
         while c < n32 {
-            prefetch_l2(wp.wrapping_add(c * esize), FLOAT_PF_DIST, esize / 2);
+            prefetch_l2(wp.wrapping_add(c * esize), L2_PF_DIST, esize / 2);
             for j in 0..4 {
                 // SAFETY: c + 8j + 8 <= n32 <= len <= both row lengths.
                 let wv = load(c + 8 * j);
