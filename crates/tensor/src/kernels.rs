@@ -4,9 +4,11 @@
 //! AVX2+FMA+F16C twin that performs the same arithmetic in the same order, so the two agree
 //! bit for bit (tests check this). The order is fixed per type:
 //!
-//! * float types (F32/F16/BF16): 32 partial sums (element `k` goes to sum `k % 32`, product
-//!   then add, no fused multiply-add), reduced as `s[l] = (p[l]+p[l+8]) + (p[l+16]+p[l+24])`,
-//!   then [`hsum8`]; a tail of fewer than 32 values is summed in order and added last.
+//! * float types (F32/F16/BF16): 32 partial sums (element `k` goes to sum `k % 32`, each
+//!   product added with a fused multiply-add: one rounding), reduced as
+//!   `s[l] = (p[l]+p[l+8]) + (p[l+16]+p[l+24])`, then [`hsum8`]; a tail of fewer than 32
+//!   values is summed in order (fused as well) and added last. (The f32 sums of
+//!   [`crate::ops`] use the same order without fusing.)
 //! * Q4_0: see [`dot_q4_0_scalar`] (blocks in groups of 4, 2 lanes per block).
 //! * Q5_0, Q8_0 (× 32-value activation blocks): blocks go in groups of 4 (the last padded
 //!   with empty blocks); block `j` of a group gives lane `j` the exact integer sum over its
@@ -32,7 +34,9 @@
 //! 256-bit units). BF16 weights keep the f32 path:
 //! `vdpbf16ps` would round the activations to bf16.
 //!
-//! For batches of 16 tokens or more, Q4_0, Q8_0, Q4_K and Q6_K weights also have tile kernels
+//! For batches of 2 tokens or more on AVX-512, the float types run register blocks of 4 weight
+//! rows × 3 tokens (`ftile`). For batches of 16 tokens or more, Q4_0, Q8_0, Q4_K and Q6_K
+//! weights also have tile kernels
 //! with the tokens in the vector lanes (`q4tile`, `ktile`), and on CPUs with Intel AMX the
 //! K-quants take their integer sums from tile multiplications (`amx`); they compute these
 //! same definitions, bit for bit.
@@ -56,7 +60,7 @@ pub(crate) fn hsum8(a: &[f32; 8]) -> f32 {
 }
 
 #[inline(always)]
-fn reduce32(p: &[f32; 32]) -> f32 {
+pub(crate) fn reduce32(p: &[f32; 32]) -> f32 {
     let mut s = [0f32; 8];
     for l in 0..8 {
         s[l] = (p[l] + p[l + 8]) + (p[l + 16] + p[l + 24]);
@@ -73,12 +77,12 @@ fn dot_float_scalar(len: usize, w: impl Fn(usize) -> f32, x: &[f32]) -> f32 {
     let mut p = [0f32; 32];
     for c in (0..n32).step_by(32) {
         for l in 0..32 {
-            p[l] += w(c + l) * x[c + l];
+            p[l] = w(c + l).mul_add(x[c + l], p[l]);
         }
     }
     let mut tail = 0f32;
     for k in n32..len {
-        tail += w(k) * x[k];
+        tail = w(k).mul_add(x[k], tail);
     }
     reduce32(&p) + tail
 }
@@ -1405,7 +1409,7 @@ pub(crate) mod avx2 {
 
     /// Float dot product with weights produced 8 at a time by `load(k)` (see module docs).
     #[inline(always)]
-    unsafe fn dot_float(
+    unsafe fn dot_float<const FUSED: bool>(
         len: usize,
         (wp, esize): (*const u8, usize),
         load: impl Fn(usize) -> __m256,
@@ -1421,20 +1425,28 @@ pub(crate) mod avx2 {
             for (j, a) in acc.iter_mut().enumerate() {
                 // SAFETY: c + 8j + 8 <= n32 <= len = x.len().
                 let xv = _mm256_loadu_ps(xp.add(c + 8 * j));
-                *a = _mm256_add_ps(*a, _mm256_mul_ps(load(c + 8 * j), xv));
+                *a = if FUSED {
+                    _mm256_fmadd_ps(load(c + 8 * j), xv, *a)
+                } else {
+                    _mm256_add_ps(*a, _mm256_mul_ps(load(c + 8 * j), xv))
+                };
             }
             c += 32;
         }
         let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut tail = 0f32;
         for k in n32..len {
-            tail += tail_w(k) * x[k];
+            tail = if FUSED {
+                tail_w(k).mul_add(x[k], tail)
+            } else {
+                tail + tail_w(k) * x[k]
+            };
         }
         hsum8_ps(s) + tail
     }
 
-    /// [`dot_float`] for two activation rows sharing each weight load; each result is
-    /// computed exactly as by `dot_float` alone.
+    /// [`dot_float`] (fused) for two activation rows sharing each weight load; each result
+    /// is computed exactly as by `dot_float` alone.
     #[inline(always)]
     unsafe fn dot_float2(
         len: usize,
@@ -1454,8 +1466,8 @@ pub(crate) mod avx2 {
             for j in 0..4 {
                 // SAFETY: c + 8j + 8 <= n32 <= len <= both row lengths.
                 let wv = load(c + 8 * j);
-                a0[j] = _mm256_add_ps(a0[j], _mm256_mul_ps(wv, _mm256_loadu_ps(p0.add(c + 8 * j))));
-                a1[j] = _mm256_add_ps(a1[j], _mm256_mul_ps(wv, _mm256_loadu_ps(p1.add(c + 8 * j))));
+                a0[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p0.add(c + 8 * j)), a0[j]);
+                a1[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p1.add(c + 8 * j)), a1[j]);
             }
             c += 32;
         }
@@ -1464,7 +1476,7 @@ pub(crate) mod avx2 {
             let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
             let mut tail = 0f32;
             for k in n32..len {
-                tail += tail_w(k) * x[t][k];
+                tail = tail_w(k).mul_add(x[t][k], tail);
             }
             out[t] = hsum8_ps(s) + tail;
         }
@@ -1517,11 +1529,12 @@ pub(crate) mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    /// The unfused f32 dot product of [`crate::ops`].
     pub(crate) unsafe fn dot_f32(a: &[f32], x: &[f32]) -> f32 {
         debug_assert_eq!(a.len(), x.len());
         let ap = a.as_ptr();
         // SAFETY: k + 8 <= a.len() for every k the loop passes.
-        dot_float(
+        dot_float::<false>(
             x.len(),
             (ap as *const u8, 4),
             |k| _mm256_loadu_ps(ap.add(k)),
@@ -1535,7 +1548,7 @@ pub(crate) mod avx2 {
         debug_assert_eq!(w.len(), 4 * x.len());
         let wp = w.as_ptr();
         // SAFETY: 4k + 32 <= w.len() for every k the loop passes.
-        dot_float(
+        dot_float::<true>(
             x.len(),
             (wp, 4),
             |k| _mm256_loadu_ps(wp.add(4 * k) as *const f32),
@@ -1546,10 +1559,21 @@ pub(crate) mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) unsafe fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+        f16_dot::<true>(w, x)
+    }
+
+    /// The unfused f16 · f32 dot product of [`crate::ops`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(crate) unsafe fn dot_f16_unfused(w: &[u8], x: &[f32]) -> f32 {
+        f16_dot::<false>(w, x)
+    }
+
+    #[inline(always)]
+    unsafe fn f16_dot<const FUSED: bool>(w: &[u8], x: &[f32]) -> f32 {
         debug_assert_eq!(w.len(), 2 * x.len());
         let wp = w.as_ptr();
         // SAFETY: 2k + 16 <= w.len() for every k the loop passes.
-        dot_float(
+        dot_float::<FUSED>(
             x.len(),
             (wp, 2),
             |k| _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * k) as *const __m128i)),
@@ -1563,7 +1587,7 @@ pub(crate) mod avx2 {
         debug_assert_eq!(w.len(), 2 * x.len());
         let wp = w.as_ptr();
         // SAFETY: 2k + 16 <= w.len() for every k the loop passes.
-        dot_float(
+        dot_float::<true>(
             x.len(),
             (wp, 2),
             |k| {

@@ -36,6 +36,8 @@ mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 mod dtype;
+#[cfg(target_arch = "x86_64")]
+mod ftile;
 mod kernels;
 #[cfg(target_arch = "x86_64")]
 mod ktile;

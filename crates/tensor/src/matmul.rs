@@ -2,7 +2,7 @@
 
 use crate::act::{ActRow, QAct};
 #[cfg(target_arch = "x86_64")]
-use crate::{amx, ktile, q4tile};
+use crate::{amx, ftile, ktile, q4tile};
 use crate::{kernels, quants, DType, MatRef, TensorError};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -16,6 +16,10 @@ const TILE_ROWS: usize = 8;
 const UNPACK_ROWS: usize = 16;
 /// Tokens handed to a kernel call together (a multiple of 4 for the four-row kernels).
 const TOKENS_PER_STEP: usize = 16;
+/// Most weight rows handed to a kernel call together (the float register blocks).
+const MAX_STEP: usize = 4;
+/// Most tokens handed to a kernel call together.
+const MAX_TOKENS: usize = 24;
 
 /// A quantised-weight kernel: one weight row (whole blocks) · one quantised activation row.
 type QKernel = fn(&[u8], &ActRow) -> f32;
@@ -37,11 +41,14 @@ type QPair4 = fn(&[u8], &[u8], &[ActRow; 4]) -> [[f32; 4]; 2];
 type FKernel = fn(&[u8], &[f32]) -> f32;
 /// The same for two activation rows (sharing the weight loads), bit-identical per row.
 type FKernel2 = fn(&[u8], [&[f32]; 2]) -> [f32; 2];
+/// A register block of float weight rows × tokens ([`ftile`]): `out[i · tokens + t]`,
+/// bit-identical to the one-row kernel per output.
+type FKernelB = fn(&[&[u8]], &[&[f32]], &mut [f32]);
 
 #[derive(Clone, Copy)]
 enum Kernel {
     Quant(QKernel, QKernel2, QKernel4, usize, Option<QPair>),
-    Float(FKernel, FKernel2),
+    Float(FKernel, FKernel2, Option<FKernelB>),
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -115,6 +122,15 @@ mod avx2_entry {
         )*};
     }
     wrap_f2!(dot_f32b_x2, dot_f16_x2, dot_bf16_x2);
+    macro_rules! wrap_fb {
+        ($($name:ident),*) => {$(
+            pub(super) fn $name(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
+                // SAFETY: only selected when the CPU has AVX-512 F (and AVX2, FMA, F16C).
+                unsafe { crate::ftile::$name(w, x, out) }
+            }
+        )*};
+    }
+    wrap_fb!(block_f32, block_f16, block_bf16);
 }
 
 /// Four-row version of a scalar kernel (the definition: each row on its own).
@@ -147,9 +163,10 @@ pub enum Isa {
     Avx2,
     /// AVX2 plus AVX-512 F/BW/VL/VNNI: the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1,
     /// Q8_0) take their integer dot products from `vpdpbusd`, the k-quants (Q4_K, Q5_K, Q6_K)
-    /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`]. Where AVX-512 runs on
-    /// 256-bit units (AMD Zen 4), the Q4_K and Q5_K row kernels take their 256-bit form with
-    /// `vpdpwssd` (the same bits, faster there).
+    /// scale theirs with `vpdpwssd`; the float types as [`Isa::Avx2`] for one token, and in
+    /// 512-bit register blocks of 4 rows × 3 tokens for more (the same bits). Where AVX-512
+    /// runs on 256-bit units (AMD Zen 4), the Q4_K and Q5_K row kernels take their 256-bit
+    /// form with `vpdpwssd` (the same bits, faster there).
     Avx512Vnni,
     /// [`Isa::Avx512Vnni`] plus Intel AMX-INT8 and AMX-BF16: batches of 32 tokens or more of
     /// Q4_K and Q6_K weights take their exact integer sums from tile multiplications
@@ -266,16 +283,18 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
             DType::Q4_K => return k(a::dot_q4_k_vnni, a::dot_q4_k_vnni_x2, a::dot_q4_k_vnni_x4),
             DType::Q5_K => return k(a::dot_q5_k_vnni, a::dot_q5_k_vnni_x2, a::dot_q5_k_vnni_x4),
             DType::Q6_K => return k(a::dot_q6_k_vnni, a::dot_q6_k_vnni_x2, a::dot_q6_k_vnni_x4),
-            _ => {}
+            DType::F32 => return Kernel::Float(a::dot_f32b, a::dot_f32b_x2, Some(a::block_f32)),
+            DType::F16 => return Kernel::Float(a::dot_f16, a::dot_f16_x2, Some(a::block_f16)),
+            DType::BF16 => return Kernel::Float(a::dot_bf16, a::dot_bf16_x2, Some(a::block_bf16)),
         }
     }
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 && k::has_avx2() {
         use avx2_entry as a;
         return match dtype {
-            DType::F32 => Kernel::Float(a::dot_f32b, a::dot_f32b_x2),
-            DType::F16 => Kernel::Float(a::dot_f16, a::dot_f16_x2),
-            DType::BF16 => Kernel::Float(a::dot_bf16, a::dot_bf16_x2),
+            DType::F32 => Kernel::Float(a::dot_f32b, a::dot_f32b_x2, None),
+            DType::F16 => Kernel::Float(a::dot_f16, a::dot_f16_x2, None),
+            DType::BF16 => Kernel::Float(a::dot_bf16, a::dot_bf16_x2, None),
             DType::Q4_0 => Kernel::Quant(a::dot_q4_0, a::dot_q4_0_x2, a::dot_q4_0_x4, 32, None),
             DType::Q4_1 => Kernel::Quant(a::dot_q4_1, a::dot_q4_1_x2, a::dot_q4_1_x4, 32, None),
             DType::Q5_0 => Kernel::Quant(a::dot_q5_0, a::dot_q5_0_x2, a::dot_q5_0_x4, 32, None),
@@ -288,9 +307,9 @@ fn kernel_for(dtype: DType, isa: Isa) -> Kernel {
     }
     let _ = isa;
     match dtype {
-        DType::F32 => Kernel::Float(k::dot_f32b_scalar, scalar_x2!(k::dot_f32b_scalar)),
-        DType::F16 => Kernel::Float(k::dot_f16_scalar, scalar_x2!(k::dot_f16_scalar)),
-        DType::BF16 => Kernel::Float(k::dot_bf16_scalar, scalar_x2!(k::dot_bf16_scalar)),
+        DType::F32 => Kernel::Float(k::dot_f32b_scalar, scalar_x2!(k::dot_f32b_scalar), None),
+        DType::F16 => Kernel::Float(k::dot_f16_scalar, scalar_x2!(k::dot_f16_scalar), None),
+        DType::BF16 => Kernel::Float(k::dot_bf16_scalar, scalar_x2!(k::dot_bf16_scalar), None),
         DType::Q4_0 => scalar_q!(k::dot_q4_0_scalar, 32),
         DType::Q4_1 => scalar_q!(k::dot_q4_1_scalar, 32),
         DType::Q5_0 => scalar_q!(k::dot_q5_0_scalar, 32),
@@ -415,9 +434,42 @@ fn matmul_impl(
     }
     let simd = isa != Isa::Scalar;
     match kernel_for(w.dtype, isa) {
-        Kernel::Float(f1, f2) => {
+        Kernel::Float(f1, f2, fb) => {
             let xr = |t: usize| &x[t * w.cols..(t + 1) * w.cols];
-            run_rows(w, n, out, false, |r, m, t0, t1, o: &mut [f32]| {
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(fb), true) = (fb, n >= 2) {
+                // Register blocks of `ftile::ROWS` rows × up to `ftile::TOKENS` tokens.
+                // Whole register blocks of tokens per call (a block of one token would convert
+                // each weight for a single product).
+                let tokens = TOKENS_PER_STEP / ftile::TOKENS * ftile::TOKENS + ftile::TOKENS;
+                run_rows(w, n, out, (ftile::ROWS, tokens), |r, m, t0, t1, o| {
+                    let nt = t1 - t0;
+                    let mut rows: [&[u8]; ftile::ROWS] = [&[]; ftile::ROWS];
+                    for (i, row) in rows[..m].iter_mut().enumerate() {
+                        *row = w.row(r + i);
+                    }
+                    let mut blk = [0f32; ftile::ROWS * ftile::TOKENS];
+                    let mut t = t0;
+                    while t < t1 {
+                        let u = (t + ftile::TOKENS).min(t1);
+                        let mut xs: [&[f32]; ftile::TOKENS] = [&[]; ftile::TOKENS];
+                        for (j, xj) in xs[..u - t].iter_mut().enumerate() {
+                            *xj = xr(t + j);
+                        }
+                        fb(&rows[..m], &xs[..u - t], &mut blk);
+                        for i in 0..m {
+                            for j in 0..u - t {
+                                o[i * nt + t - t0 + j] = blk[i * (u - t) + j];
+                            }
+                        }
+                        t = u;
+                    }
+                });
+                return Ok(());
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = fb;
+            run_rows(w, n, out, (1, TOKENS_PER_STEP), |r, m, t0, t1, o| {
                 debug_assert_eq!(m, 1);
                 let wr = w.row(r);
                 let mut t = t0;
@@ -529,8 +581,8 @@ fn matmul_impl(
             }
             // Pairs of weight rows for prefill-sized batches only: decoding one token from two
             // interleaved weight streams per thread measured slower than one stream.
-            let pairs = pair.is_some() && n >= 4;
-            run_rows(w, n, out, pairs, |r, m, t0, t1, o: &mut [f32]| {
+            let step = if pair.is_some() && n >= 4 { 2 } else { 1 };
+            run_rows(w, n, out, (step, TOKENS_PER_STEP), |r, m, t0, t1, o| {
                 let nt = t1 - t0;
                 match pair {
                     Some(p) if m == 2 => pair_rows(p, r, r + 1, t0, t1, o),
@@ -820,15 +872,20 @@ fn prefetch_part(bytes: &[u8], k: usize, parts: usize) {
 }
 
 /// Split the weight rows among the pool's threads. `f(r, m, t0, t1, out)` computes rows
-/// `r..r + m` (`m` is 1, or 2 when `pairs` is set) for tokens `t0..t1` into `out`, row `r + i`
-/// at `out[i * (t1 - t0)..]`. Which task computes a value never changes it.
+/// `r..r + m` (`m` at most `step`) for tokens `t0..t1` (at most `tokens` of them) into
+/// `out`, row `r + i` at `out[i * (t1 - t0)..]`. Which task computes a value never changes it.
 fn run_rows(
     w: &MatRef,
     n: usize,
     out: &mut [f32],
-    pairs: bool,
+    (step, tokens): (usize, usize),
     f: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync,
 ) {
+    assert!((1..=MAX_STEP).contains(&step), "{step} rows per call");
+    assert!(
+        (1..=MAX_TOKENS).contains(&tokens),
+        "{tokens} tokens per call"
+    );
     let rows = w.rows;
     let threads = rayon::current_num_threads().max(1);
     // A few tasks per thread for balance; whole tiles per task.
@@ -836,18 +893,17 @@ fn run_rows(
     let per = rows.div_ceil(tasks).div_ceil(TILE_ROWS) * TILE_ROWS;
     let ntasks = rows.div_ceil(per);
     let ptr = OutPtr(out.as_mut_ptr());
-    let step = if pairs { 2 } else { 1 };
     let body = |i: usize| {
         let p = ptr;
         let r0 = i * per;
         let r1 = (r0 + per).min(rows);
-        let mut buf = [0f32; 2 * TOKENS_PER_STEP];
+        let mut buf = [0f32; MAX_STEP * MAX_TOKENS];
         let mut a0 = r0;
         while a0 < r1 {
-            let a1 = (a0 + TILE_ROWS).min(r1);
+            let a1 = (a0 + TILE_ROWS.div_ceil(step) * step).min(r1);
             let mut t0 = 0;
             while t0 < n {
-                let t1 = (t0 + TOKENS_PER_STEP).min(n);
+                let t1 = (t0 + tokens).min(n);
                 let nt = t1 - t0;
                 let mut r = a0;
                 while r < a1 {

@@ -42,7 +42,7 @@ pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: AVX2/FMA/F16C checked; b has 2·len(a) bytes.
-        return unsafe { crate::kernels::avx2::dot_f16(f16_bytes(b), a) };
+        return unsafe { crate::kernels::avx2::dot_f16_unfused(f16_bytes(b), a) };
     }
     scalar::dot_f16(a, b)
 }
