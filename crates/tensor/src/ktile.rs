@@ -1,4 +1,4 @@
-//! Q4_K and Q6_K weights × 16-token tiles on AVX-512 VNNI (prefill and large batches).
+//! Q4_K, Q5_K and Q6_K weights × 16-token tiles on AVX-512 VNNI (prefill and large batches).
 //!
 //! The layout idea of [`crate::q4tile`] (16 tokens in the lanes of a 512-bit vector, weights
 //! broadcast as the instruction's memory operand, each weight row unpacked once per matrix
@@ -171,6 +171,78 @@ impl KRow {
                 for l in 0..32 {
                     o[64 * c + l] = (qs[32 * c + l] & 0xF) as i16 * sc[2 * c];
                     o[64 * c + 32 + l] = (qs[32 * c + l] >> 4) as i16 * sc[2 * c + 1];
+                }
+            }
+        }
+    }
+}
+
+impl KRow {
+    /// Unpack `w` (whole 176-byte Q5_K super-blocks) into `self`: the AVX-512 twin of
+    /// [`KRow::unpack_q5_scalar`] where the CPU has it. Q5_K has Q4_K's scales, minimums and
+    /// lane definition with 5-bit values, so its rows take [`tile_pair_k`] as they are.
+    pub fn unpack_q5(&mut self, w: &[u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::has_avx512_vnni() {
+            // SAFETY: AVX-512 F/BW/VL checked just above.
+            return unsafe { self.unpack_q5_avx512(w) };
+        }
+        self.unpack_q5_scalar(w)
+    }
+
+    /// AVX-512 twin of [`KRow::unpack_q5_scalar`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F, BW and VL.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+    pub unsafe fn unpack_q5_avx512(&mut self, w: &[u8]) {
+        use core::arch::x86_64::*;
+        let nsb = w.len() / 176;
+        self.resize(nsb);
+        let m4 = _mm256_set1_epi8(0xF);
+        let one = _mm256_set1_epi8(1);
+        for (i, blk) in w.chunks_exact(176).enumerate() {
+            let sc = self.header(i, blk);
+            // SAFETY: bytes 16..48 (high bits) and 48 + 32c..+32 (nibbles) lie inside the
+            // block; the 64 outputs at 256i + 64c inside `w16` (sized above).
+            let qh = _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i);
+            for c in 0..4 {
+                // Bit `b` of each high-bit byte, moved to bit 4 (16-bit shifts: the bits that
+                // cross into a byte land above bit 0 and are masked off).
+                let bit = |b: i32| {
+                    let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(b));
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(v, one))
+                };
+                let q = _mm256_loadu_si256(blk.as_ptr().add(48 + 32 * c) as *const __m256i);
+                let lo = _mm256_or_si256(_mm256_and_si256(q, m4), bit(2 * c as i32));
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                let hi = _mm256_or_si256(hi, bit(2 * c as i32 + 1));
+                let lo = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(lo), _mm512_set1_epi16(sc[2 * c]));
+                let hi =
+                    _mm512_mullo_epi16(_mm512_cvtepu8_epi16(hi), _mm512_set1_epi16(sc[2 * c + 1]));
+                let o = self.w16.as_mut_ptr().add(256 * i + 64 * c);
+                _mm512_storeu_si512(o as *mut __m512i, lo);
+                _mm512_storeu_si512(o.add(32) as *mut __m512i, hi);
+            }
+        }
+    }
+
+    /// Unpack `w` (whole 176-byte Q5_K super-blocks) into `self` (the definition: the values
+    /// of `dot_q5_k_scalar` times their sub-block scales).
+    pub fn unpack_q5_scalar(&mut self, w: &[u8]) {
+        let nsb = w.len() / 176;
+        self.resize(nsb);
+        for (i, blk) in w.chunks_exact(176).enumerate() {
+            let sc = self.header(i, blk);
+            let (qh, qs) = (&blk[16..48], &blk[48..176]);
+            let o = &mut self.w16[256 * i..256 * i + 256];
+            for c in 0..4 {
+                for l in 0..32 {
+                    let h0 = ((qh[l] >> (2 * c)) & 1) << 4;
+                    let h1 = ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                    o[64 * c + l] = ((qs[32 * c + l] & 0xF) | h0) as i16 * sc[2 * c];
+                    o[64 * c + 32 + l] = ((qs[32 * c + l] >> 4) | h1) as i16 * sc[2 * c + 1];
                 }
             }
         }
@@ -517,6 +589,43 @@ mod tests {
                 unsafe { b.unpack_avx512(&w) };
                 assert_eq!(a.w16, b.w16, "nsb {nsb}");
                 assert_eq!(a.mins, b.mins, "nsb {nsb}");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.d), bits(&b.d), "nsb {nsb}");
+                assert_eq!(bits(&a.dmin), bits(&b.dmin), "nsb {nsb}");
+            }
+        }
+    }
+
+    #[test]
+    fn q5_avx512_unpack_matches_scalar() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::kernels::has_avx512_vnni() {
+                println!("SKIPPED: CPU lacks AVX-512 F/BW/VL/VNNI");
+                return;
+            }
+            let mut s = 0x6a09_e667_f3bc_c909u64;
+            for nsb in [1usize, 2, 5] {
+                let w: Vec<u8> = (0..176 * nsb)
+                    .map(|i| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        // Finite f16 d and dmin, random scales, high bits and nibbles.
+                        if i % 176 == 1 || i % 176 == 3 {
+                            (s as u8) & 0x7B
+                        } else {
+                            s as u8
+                        }
+                    })
+                    .collect();
+                let (mut a, mut b) = (KRow::default(), KRow::default());
+                a.unpack_q5_scalar(&w);
+                // SAFETY: feature checked above.
+                unsafe { b.unpack_q5_avx512(&w) };
+                assert_eq!(a.w16, b.w16, "nsb {nsb}");
+                assert_eq!(a.mins, b.mins, "nsb {nsb}");
+                assert!(a.w16.iter().any(|&v| v > 15 * 63), "5-bit values reached");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&a.d), bits(&b.d), "nsb {nsb}");
                 assert_eq!(bits(&a.dmin), bits(&b.dmin), "nsb {nsb}");

@@ -558,10 +558,14 @@ fn matmul_impl(
                     run_tiles(w, n, out, &Q32Tiles(kind, &tiles), rest);
                     TILES.with(|c| *c.borrow_mut() = tiles);
                     true
-                } else if w.dtype == DType::Q4_K {
+                } else if matches!(w.dtype, DType::Q4_K | DType::Q5_K) {
                     let mut tiles = KTILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
                     tiles.build(&act.qs, &act.d, &act.bsum32, 8, n, w.cols);
-                    run_tiles(w, n, out, &tiles, rest);
+                    if w.dtype == DType::Q4_K {
+                        run_tiles(w, n, out, &tiles, rest);
+                    } else {
+                        run_tiles(w, n, out, &Q5KTiles(&tiles), rest);
+                    }
                     KTILES.with(|c| *c.borrow_mut() = tiles);
                     true
                 } else if w.dtype == DType::Q6_K {
@@ -673,6 +677,36 @@ impl TilePath for ktile::KTiles {
     }
     unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
         unreachable!("Q4_K has no 8-token tile")
+    }
+}
+
+/// Q5_K tiles: [`ktile::KTiles`] as for Q4_K, rows unpacked from Q5_K super-blocks.
+#[cfg(target_arch = "x86_64")]
+struct Q5KTiles<'a>(&'a ktile::KTiles);
+
+#[cfg(target_arch = "x86_64")]
+impl TilePath for Q5KTiles<'_> {
+    type Row = ktile::KRow;
+    fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
+        KUNPACKED.with(|c| f(&mut c.borrow_mut()))
+    }
+    fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
+        row.unpack_q5(w)
+    }
+    fn whole(&self) -> usize {
+        self.0.tiles
+    }
+    fn half(&self) -> bool {
+        false
+    }
+    fn tokens(&self) -> usize {
+        self.0.tiles * ktile::TILE
+    }
+    unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
+        ktile::tile_pair_k(w, self.0, tile)
+    }
+    unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
+        unreachable!("Q5_K has no 8-token tile")
     }
 }
 
