@@ -35,11 +35,11 @@
 //! `vdpbf16ps` would round the activations to bf16.
 //!
 //! For batches of 2 tokens or more on AVX-512, the float types run register blocks of 4 weight
-//! rows × 3 tokens (`ftile`). For batches of 16 tokens or more, Q4_0, Q8_0, Q4_K and Q6_K
-//! weights also have tile kernels
-//! with the tokens in the vector lanes (`q4tile`, `ktile`), and on CPUs with Intel AMX the
-//! K-quants take their integer sums from tile multiplications (`amx`); they compute these
-//! same definitions, bit for bit.
+//! rows × 3 tokens (`ftile`). For batches of 16 tokens or more, Q4_0, Q8_0, Q4_K, Q5_K and
+//! Q6_K weights also have tile kernels
+//! with the tokens in the vector lanes (`q4tile`, `ktile`), and on CPUs with Intel AMX,
+//! Q4_K and Q6_K take their integer sums from tile multiplications (`amx`); they compute
+//! these same definitions, bit for bit.
 //!
 //! The AVX2 kernels also come in multi-row forms for prefill and batched decode (2 or 4
 //! activation rows for the quantised types, 2 for the float types) that share the weight
