@@ -560,6 +560,8 @@ unsafe fn tile_pair_impl<const Q6: bool>(
 mod tests {
     use super::*;
 
+    /// Q4_K (144-byte) and Q5_K (176-byte) super-blocks: the AVX-512 unpacking against the
+    /// scalar definition.
     #[test]
     fn avx512_unpack_matches_scalar() {
         #[cfg(target_arch = "x86_64")]
@@ -568,67 +570,48 @@ mod tests {
                 println!("SKIPPED: CPU lacks AVX-512 F/BW/VL/VNNI");
                 return;
             }
+            type Unpack = fn(&mut KRow, &[u8]);
+            // SAFETY (both closures): the features were checked above.
+            let forms: [(usize, Unpack, Unpack); 2] = [
+                (144, KRow::unpack_scalar, |r, w| unsafe {
+                    r.unpack_avx512(w)
+                }),
+                (176, KRow::unpack_q5_scalar, |r, w| unsafe {
+                    r.unpack_q5_avx512(w)
+                }),
+            ];
             let mut s = 0x9e37_79b9_7f4a_7c15u64;
-            for nsb in [1usize, 2, 5] {
-                let w: Vec<u8> = (0..144 * nsb)
-                    .map(|i| {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        // Finite f16 d and dmin, random scales and nibbles.
-                        if i % 144 == 1 || i % 144 == 3 {
-                            (s as u8) & 0x7B
-                        } else {
-                            s as u8
-                        }
-                    })
-                    .collect();
-                let (mut a, mut b) = (KRow::default(), KRow::default());
-                a.unpack_scalar(&w);
-                // SAFETY: feature checked above.
-                unsafe { b.unpack_avx512(&w) };
-                assert_eq!(a.w16, b.w16, "nsb {nsb}");
-                assert_eq!(a.mins, b.mins, "nsb {nsb}");
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&a.d), bits(&b.d), "nsb {nsb}");
-                assert_eq!(bits(&a.dmin), bits(&b.dmin), "nsb {nsb}");
-            }
-        }
-    }
-
-    #[test]
-    fn q5_avx512_unpack_matches_scalar() {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if !crate::kernels::has_avx512_vnni() {
-                println!("SKIPPED: CPU lacks AVX-512 F/BW/VL/VNNI");
-                return;
-            }
-            let mut s = 0x6a09_e667_f3bc_c909u64;
-            for nsb in [1usize, 2, 5] {
-                let w: Vec<u8> = (0..176 * nsb)
-                    .map(|i| {
-                        s ^= s << 13;
-                        s ^= s >> 7;
-                        s ^= s << 17;
-                        // Finite f16 d and dmin, random scales, high bits and nibbles.
-                        if i % 176 == 1 || i % 176 == 3 {
-                            (s as u8) & 0x7B
-                        } else {
-                            s as u8
-                        }
-                    })
-                    .collect();
-                let (mut a, mut b) = (KRow::default(), KRow::default());
-                a.unpack_q5_scalar(&w);
-                // SAFETY: feature checked above.
-                unsafe { b.unpack_q5_avx512(&w) };
-                assert_eq!(a.w16, b.w16, "nsb {nsb}");
-                assert_eq!(a.mins, b.mins, "nsb {nsb}");
-                assert!(a.w16.iter().any(|&v| v > 15 * 63), "5-bit values reached");
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&a.d), bits(&b.d), "nsb {nsb}");
-                assert_eq!(bits(&a.dmin), bits(&b.dmin), "nsb {nsb}");
+            for (bytes, scalar, simd) in forms {
+                for nsb in [1usize, 2, 5] {
+                    let w: Vec<u8> = (0..bytes * nsb)
+                        .map(|i| {
+                            s ^= s << 13;
+                            s ^= s >> 7;
+                            s ^= s << 17;
+                            // Finite f16 d and dmin; random scales, high bits and nibbles.
+                            if i % bytes == 1 || i % bytes == 3 {
+                                (s as u8) & 0x7B
+                            } else {
+                                s as u8
+                            }
+                        })
+                        .collect();
+                    let (mut a, mut b) = (KRow::default(), KRow::default());
+                    scalar(&mut a, &w);
+                    simd(&mut b, &w);
+                    assert_eq!(a.w16, b.w16, "{bytes}-byte blocks, nsb {nsb}");
+                    assert_eq!(a.mins, b.mins, "{bytes}-byte blocks, nsb {nsb}");
+                    if bytes == 176 {
+                        assert!(a.w16.iter().any(|&v| v > 15 * 63), "5-bit values reached");
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a.d), bits(&b.d), "{bytes}-byte blocks, nsb {nsb}");
+                    assert_eq!(
+                        bits(&a.dmin),
+                        bits(&b.dmin),
+                        "{bytes}-byte blocks, nsb {nsb}"
+                    );
+                }
             }
         }
     }

@@ -561,11 +561,8 @@ fn matmul_impl(
                 } else if matches!(w.dtype, DType::Q4_K | DType::Q5_K) {
                     let mut tiles = KTILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
                     tiles.build(&act.qs, &act.d, &act.bsum32, 8, n, w.cols);
-                    if w.dtype == DType::Q4_K {
-                        run_tiles(w, n, out, &tiles, rest);
-                    } else {
-                        run_tiles(w, n, out, &Q5KTiles(&tiles), rest);
-                    }
+                    let q5 = w.dtype == DType::Q5_K;
+                    run_tiles(w, n, out, &K4Tiles { tiles: &tiles, q5 }, rest);
                     KTILES.with(|c| *c.borrow_mut() = tiles);
                     true
                 } else if w.dtype == DType::Q6_K {
@@ -654,59 +651,41 @@ impl TilePath for Q32Tiles<'_> {
     }
 }
 
+/// Q4_K and Q5_K tiles (the same lanes, scales and minimums): the activation tiles, and whether
+/// the rows are Q5_K super-blocks.
 #[cfg(target_arch = "x86_64")]
-impl TilePath for ktile::KTiles {
-    type Row = ktile::KRow;
-    fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
-        KUNPACKED.with(|c| f(&mut c.borrow_mut()))
-    }
-    fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
-        row.unpack(w)
-    }
-    fn whole(&self) -> usize {
-        self.tiles
-    }
-    fn half(&self) -> bool {
-        false
-    }
-    fn tokens(&self) -> usize {
-        self.tiles * ktile::TILE
-    }
-    unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
-        ktile::tile_pair_k(w, self, tile)
-    }
-    unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
-        unreachable!("Q4_K has no 8-token tile")
-    }
+struct K4Tiles<'a> {
+    tiles: &'a ktile::KTiles,
+    q5: bool,
 }
 
-/// Q5_K tiles: [`ktile::KTiles`] as for Q4_K, rows unpacked from Q5_K super-blocks.
 #[cfg(target_arch = "x86_64")]
-struct Q5KTiles<'a>(&'a ktile::KTiles);
-
-#[cfg(target_arch = "x86_64")]
-impl TilePath for Q5KTiles<'_> {
+impl TilePath for K4Tiles<'_> {
     type Row = ktile::KRow;
     fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
         KUNPACKED.with(|c| f(&mut c.borrow_mut()))
     }
     fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
-        row.unpack_q5(w)
+        if self.q5 {
+            row.unpack_q5(w)
+        } else {
+            row.unpack(w)
+        }
     }
     fn whole(&self) -> usize {
-        self.0.tiles
+        self.tiles.tiles
     }
     fn half(&self) -> bool {
         false
     }
     fn tokens(&self) -> usize {
-        self.0.tiles * ktile::TILE
+        self.tiles.tiles * ktile::TILE
     }
     unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
-        ktile::tile_pair_k(w, self.0, tile)
+        ktile::tile_pair_k(w, self.tiles, tile)
     }
     unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
-        unreachable!("Q5_K has no 8-token tile")
+        unreachable!("Q4_K and Q5_K have no 8-token tile")
     }
 }
 
@@ -740,11 +719,12 @@ impl TilePath for Q6Tiles<'_> {
     }
 }
 
-/// The tile path of Q4_0, Q8_0 ([`q4tile`]), Q4_K and Q6_K ([`ktile`]): the weight rows split among the pool's threads as in
-/// [`run_rows`]; each block of [`UNPACK_ROWS`] rows is unpacked once, then every whole tile
-/// of 16 tokens meets each pair of rows of the block, then the tile of 8 after them; the
-/// tokens after the last tile go to `rest(r0, r1, t0, n, out)` (two rows,
-/// `out` holding row `r0`'s values then row `r1`'s). An odd last row is paired with itself.
+/// The tile path of Q4_0, Q8_0 ([`q4tile`]), Q4_K, Q5_K and Q6_K ([`ktile`]): the weight rows
+/// split among the pool's threads as in [`run_rows`]; each block of [`UNPACK_ROWS`] rows is
+/// unpacked once, then every whole tile of 16 tokens meets each pair of rows of the block,
+/// then the tile of 8 after them; the tokens after the last tile go to
+/// `rest(r0, r1, t0, n, out)` (two rows, `out` holding row `r0`'s values then row `r1`'s). An
+/// odd last row is paired with itself.
 #[cfg(target_arch = "x86_64")]
 fn run_tiles<T: TilePath>(
     w: &MatRef,
