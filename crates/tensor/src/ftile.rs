@@ -16,7 +16,8 @@ use core::arch::x86_64::*;
 
 /// Weight rows per register block.
 pub(crate) const ROWS: usize = 4;
-/// Tokens per register block (at most; the last block of a step may hold fewer).
+/// Tokens per register block (at most; the last block of a step may hold fewer). [`dispatch`]
+/// has a form for each count up to it.
 pub(crate) const TOKENS: usize = 3;
 
 /// A stored float type: 16 weights as f32 lanes, and one weight as f32.
@@ -69,16 +70,23 @@ impl Load for Bf16 {
     }
 }
 
-/// `out[i · x.len() + t]` = row `w[i]` · token `x[t]` for up to [`ROWS`] rows and `T` tokens
-/// (`x.len() == T`); missing rows of the block repeat the last one (computed, not stored).
+/// `out[i · stride + t]` = row `w[i]` · token `x[t]` for up to [`ROWS`] rows and `T` tokens
+/// (`x.len() == T <= stride`); missing rows of the block repeat the last one (computed, not
+/// stored).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F.
 #[inline(always)]
-unsafe fn block<L: Load, const T: usize>(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
+unsafe fn block<L: Load, const T: usize>(
+    w: &[&[u8]],
+    x: &[&[f32]],
+    out: &mut [f32],
+    stride: usize,
+) {
     let nr = w.len();
     let len = x[0].len();
-    assert!((1..=ROWS).contains(&nr) && x.len() == T && out.len() >= nr * T);
+    assert!((1..=ROWS).contains(&nr) && x.len() == T && T <= stride);
+    assert!(out.len() >= (nr - 1) * stride + T);
     assert!(w.iter().all(|r| r.len() >= len * L::BYTES) && x.iter().all(|t| t.len() == len));
     let n32 = len / 32 * 32;
     let wp: [*const u8; ROWS] = core::array::from_fn(|i| w[i.min(nr - 1)].as_ptr());
@@ -108,21 +116,18 @@ unsafe fn block<L: Load, const T: usize>(w: &[&[u8]], x: &[&[f32]], out: &mut [f
             for k in n32..len {
                 tail = L::at(w[i], k).mul_add(x[t][k], tail);
             }
-            out[i * T + t] = reduce32(&p) + tail;
+            out[i * stride + t] = reduce32(&p) + tail;
         }
     }
 }
 
 /// [`block`] for `x.len()` tokens in `1..=TOKENS`.
 #[inline(always)]
-unsafe fn dispatch<L: Load>(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
+unsafe fn dispatch<L: Load>(w: &[&[u8]], x: &[&[f32]], out: &mut [f32], stride: usize) {
     match x.len() {
-        1 => block::<L, 1>(w, x, out),
-        2 => block::<L, 2>(w, x, out),
-        3 if TOKENS >= 3 => block::<L, 3>(w, x, out),
-        4 if TOKENS >= 4 => block::<L, 4>(w, x, out),
-        5 if TOKENS >= 5 => block::<L, 5>(w, x, out),
-        6 if TOKENS >= 6 => block::<L, 6>(w, x, out),
+        1 => block::<L, 1>(w, x, out, stride),
+        2 => block::<L, 2>(w, x, out, stride),
+        3 => block::<L, 3>(w, x, out, stride),
         n => panic!("a float register block takes 1 to {TOKENS} tokens, not {n}"),
     }
 }
@@ -130,20 +135,20 @@ unsafe fn dispatch<L: Load>(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
 /// # Safety
 /// The CPU must support AVX-512 F.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(crate) unsafe fn block_f32(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
-    dispatch::<F32>(w, x, out)
+pub(crate) unsafe fn block_f32(w: &[&[u8]], x: &[&[f32]], out: &mut [f32], stride: usize) {
+    dispatch::<F32>(w, x, out, stride)
 }
 
 /// # Safety
 /// The CPU must support AVX-512 F.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(crate) unsafe fn block_f16(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
-    dispatch::<F16>(w, x, out)
+pub(crate) unsafe fn block_f16(w: &[&[u8]], x: &[&[f32]], out: &mut [f32], stride: usize) {
+    dispatch::<F16>(w, x, out, stride)
 }
 
 /// # Safety
 /// The CPU must support AVX-512 F.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-pub(crate) unsafe fn block_bf16(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
-    dispatch::<Bf16>(w, x, out)
+pub(crate) unsafe fn block_bf16(w: &[&[u8]], x: &[&[f32]], out: &mut [f32], stride: usize) {
+    dispatch::<Bf16>(w, x, out, stride)
 }

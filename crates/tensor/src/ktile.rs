@@ -102,8 +102,8 @@ impl KRow {
         self.mins.resize(4 * nsb, [0; 2]);
     }
 
-    /// Scales, minimums and `d`, `dmin` of super-block `i` (`blk`, 144 bytes); returns the
-    /// 8 sub-block scales.
+    /// Scales, minimums and `d`, `dmin` of super-block `i` (`blk`: its first 16 bytes are
+    /// Q4_K's and Q5_K's header); returns the 8 sub-block scales.
     fn header(&mut self, i: usize, blk: &[u8]) -> [i16; 8] {
         self.d[i] = f16_at(blk, 0);
         self.dmin[i] = f16_at(blk, 2);
@@ -121,103 +121,74 @@ impl KRow {
     }
 
     /// Unpack `w` (whole 144-byte Q4_K super-blocks) into `self`: the AVX-512 twin of
-    /// [`KRow::unpack_scalar`] where the CPU has it.
+    /// [`KRow::unpack_scalar`] (`unpack_k_avx512`) where the CPU has it.
     pub fn unpack(&mut self, w: &[u8]) {
-        #[cfg(target_arch = "x86_64")]
-        if crate::kernels::has_avx512_vnni() {
-            // SAFETY: AVX-512 F/BW/VL checked just above.
-            return unsafe { self.unpack_avx512(w) };
-        }
-        self.unpack_scalar(w)
-    }
-
-    /// AVX-512 twin of [`KRow::unpack_scalar`].
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F, BW and VL.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-    pub unsafe fn unpack_avx512(&mut self, w: &[u8]) {
-        use core::arch::x86_64::*;
-        let nsb = w.len() / 144;
-        self.resize(nsb);
-        let m4 = _mm256_set1_epi8(0xF);
-        for (i, blk) in w.chunks_exact(144).enumerate() {
-            let sc = self.header(i, blk);
-            for c in 0..4 {
-                // SAFETY: bytes 16 + 32c..+32 lie inside the block; the 64 outputs at
-                // 256i + 64c inside `w16` (sized above).
-                let q = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
-                let lo = _mm512_cvtepu8_epi16(_mm256_and_si256(q, m4));
-                let hi = _mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4));
-                let lo = _mm512_mullo_epi16(lo, _mm512_set1_epi16(sc[2 * c]));
-                let hi = _mm512_mullo_epi16(hi, _mm512_set1_epi16(sc[2 * c + 1]));
-                let o = self.w16.as_mut_ptr().add(256 * i + 64 * c);
-                _mm512_storeu_si512(o as *mut __m512i, lo);
-                _mm512_storeu_si512(o.add(32) as *mut __m512i, hi);
-            }
-        }
+        self.unpack_k::<false>(w)
     }
 
     /// Unpack `w` (whole 144-byte Q4_K super-blocks) into `self` (the definition).
     pub fn unpack_scalar(&mut self, w: &[u8]) {
-        let nsb = w.len() / 144;
-        self.resize(nsb);
-        for (i, blk) in w.chunks_exact(144).enumerate() {
-            let sc = self.header(i, blk);
-            let qs = &blk[16..144];
-            let o = &mut self.w16[256 * i..256 * i + 256];
-            for c in 0..4 {
-                for l in 0..32 {
-                    o[64 * c + l] = (qs[32 * c + l] & 0xF) as i16 * sc[2 * c];
-                    o[64 * c + 32 + l] = (qs[32 * c + l] >> 4) as i16 * sc[2 * c + 1];
-                }
-            }
-        }
+        self.unpack_k_scalar::<false>(w)
     }
-}
 
-impl KRow {
-    /// Unpack `w` (whole 176-byte Q5_K super-blocks) into `self`: the AVX-512 twin of
-    /// [`KRow::unpack_q5_scalar`] where the CPU has it. Q5_K has Q4_K's scales, minimums and
+    /// [`KRow::unpack`] for whole 176-byte Q5_K super-blocks (the values of
+    /// `dot_q5_k_scalar` times their sub-block scales). Q5_K has Q4_K's scales, minimums and
     /// lane definition with 5-bit values, so its rows take [`tile_pair_k`] as they are.
     pub fn unpack_q5(&mut self, w: &[u8]) {
+        self.unpack_k::<true>(w)
+    }
+
+    /// Block size and offset of the nibbles: Q4_K, or Q5_K (its 32 high-bit bytes at 16).
+    const fn layout(q5: bool) -> (usize, usize) {
+        if q5 {
+            (176, 48)
+        } else {
+            (144, 16)
+        }
+    }
+
+    fn unpack_k<const Q5: bool>(&mut self, w: &[u8]) {
         #[cfg(target_arch = "x86_64")]
         if crate::kernels::has_avx512_vnni() {
             // SAFETY: AVX-512 F/BW/VL checked just above.
-            return unsafe { self.unpack_q5_avx512(w) };
+            return unsafe { self.unpack_k_avx512::<Q5>(w) };
         }
-        self.unpack_q5_scalar(w)
+        self.unpack_k_scalar::<Q5>(w)
     }
 
-    /// AVX-512 twin of [`KRow::unpack_q5_scalar`].
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F, BW and VL.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-    pub unsafe fn unpack_q5_avx512(&mut self, w: &[u8]) {
+    unsafe fn unpack_k_avx512<const Q5: bool>(&mut self, w: &[u8]) {
         use core::arch::x86_64::*;
-        let nsb = w.len() / 176;
+        let (bytes, qs) = Self::layout(Q5);
+        let nsb = w.len() / bytes;
         self.resize(nsb);
         let m4 = _mm256_set1_epi8(0xF);
         let one = _mm256_set1_epi8(1);
-        for (i, blk) in w.chunks_exact(176).enumerate() {
+        for (i, blk) in w.chunks_exact(bytes).enumerate() {
             let sc = self.header(i, blk);
-            // SAFETY: bytes 16..48 (high bits) and 48 + 32c..+32 (nibbles) lie inside the
-            // block; the 64 outputs at 256i + 64c inside `w16` (sized above).
-            let qh = _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i);
+            // SAFETY (the loads and stores below): Q5_K's high bits (bytes 16..48) and the
+            // nibbles (qs + 32c..+32) lie inside the block; the 64 outputs at 256i + 64c
+            // inside `w16` (sized above).
+            let qh = if Q5 {
+                _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            // Bit `b` of each high-bit byte, moved to bit 4 (16-bit shifts: the bits that
+            // cross into a byte land above bit 0 and are masked off).
+            let bit = |b: usize| {
+                let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(b as i32));
+                _mm256_slli_epi16::<4>(_mm256_and_si256(v, one))
+            };
             for c in 0..4 {
-                // Bit `b` of each high-bit byte, moved to bit 4 (16-bit shifts: the bits that
-                // cross into a byte land above bit 0 and are masked off).
-                let bit = |b: i32| {
-                    let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(b));
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(v, one))
-                };
-                let q = _mm256_loadu_si256(blk.as_ptr().add(48 + 32 * c) as *const __m256i);
-                let lo = _mm256_or_si256(_mm256_and_si256(q, m4), bit(2 * c as i32));
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                let hi = _mm256_or_si256(hi, bit(2 * c as i32 + 1));
+                let q = _mm256_loadu_si256(blk.as_ptr().add(qs + 32 * c) as *const __m256i);
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                if Q5 {
+                    lo = _mm256_or_si256(lo, bit(2 * c));
+                    hi = _mm256_or_si256(hi, bit(2 * c + 1));
+                }
                 let lo = _mm512_mullo_epi16(_mm512_cvtepu8_epi16(lo), _mm512_set1_epi16(sc[2 * c]));
                 let hi =
                     _mm512_mullo_epi16(_mm512_cvtepu8_epi16(hi), _mm512_set1_epi16(sc[2 * c + 1]));
@@ -228,21 +199,24 @@ impl KRow {
         }
     }
 
-    /// Unpack `w` (whole 176-byte Q5_K super-blocks) into `self` (the definition: the values
-    /// of `dot_q5_k_scalar` times their sub-block scales).
-    pub fn unpack_q5_scalar(&mut self, w: &[u8]) {
-        let nsb = w.len() / 176;
+    fn unpack_k_scalar<const Q5: bool>(&mut self, w: &[u8]) {
+        let (bytes, qs) = Self::layout(Q5);
+        let nsb = w.len() / bytes;
         self.resize(nsb);
-        for (i, blk) in w.chunks_exact(176).enumerate() {
+        for (i, blk) in w.chunks_exact(bytes).enumerate() {
             let sc = self.header(i, blk);
-            let (qh, qs) = (&blk[16..48], &blk[48..176]);
+            let q = &blk[qs..bytes];
             let o = &mut self.w16[256 * i..256 * i + 256];
             for c in 0..4 {
                 for l in 0..32 {
-                    let h0 = ((qh[l] >> (2 * c)) & 1) << 4;
-                    let h1 = ((qh[l] >> (2 * c + 1)) & 1) << 4;
-                    o[64 * c + l] = ((qs[32 * c + l] & 0xF) | h0) as i16 * sc[2 * c];
-                    o[64 * c + 32 + l] = ((qs[32 * c + l] >> 4) | h1) as i16 * sc[2 * c + 1];
+                    let (h0, h1) = if Q5 {
+                        let h = blk[16 + l];
+                        (((h >> (2 * c)) & 1) << 4, ((h >> (2 * c + 1)) & 1) << 4)
+                    } else {
+                        (0, 0)
+                    };
+                    o[64 * c + l] = ((q[32 * c + l] & 0xF) | h0) as i16 * sc[2 * c];
+                    o[64 * c + 32 + l] = ((q[32 * c + l] >> 4) | h1) as i16 * sc[2 * c + 1];
                 }
             }
         }
@@ -573,11 +547,11 @@ mod tests {
             type Unpack = fn(&mut KRow, &[u8]);
             // SAFETY (both closures): the features were checked above.
             let forms: [(usize, Unpack, Unpack); 2] = [
-                (144, KRow::unpack_scalar, |r, w| unsafe {
-                    r.unpack_avx512(w)
+                (144, KRow::unpack_k_scalar::<false>, |r, w| unsafe {
+                    r.unpack_k_avx512::<false>(w)
                 }),
-                (176, KRow::unpack_q5_scalar, |r, w| unsafe {
-                    r.unpack_q5_avx512(w)
+                (176, KRow::unpack_k_scalar::<true>, |r, w| unsafe {
+                    r.unpack_k_avx512::<true>(w)
                 }),
             ];
             let mut s = 0x9e37_79b9_7f4a_7c15u64;

@@ -41,9 +41,9 @@ type QPair4 = fn(&[u8], &[u8], &[ActRow; 4]) -> [[f32; 4]; 2];
 type FKernel = fn(&[u8], &[f32]) -> f32;
 /// The same for two activation rows (sharing the weight loads), bit-identical per row.
 type FKernel2 = fn(&[u8], [&[f32]; 2]) -> [f32; 2];
-/// A register block of float weight rows × tokens ([`ftile`]): `out[i · tokens + t]`,
+/// A register block of float weight rows × tokens ([`ftile`]): `out[i · stride + t]`,
 /// bit-identical to the one-row kernel per output.
-type FKernelB = fn(&[&[u8]], &[&[f32]], &mut [f32]);
+type FKernelB = fn(&[&[u8]], &[&[f32]], &mut [f32], usize);
 
 #[derive(Clone, Copy)]
 enum Kernel {
@@ -124,9 +124,9 @@ mod avx2_entry {
     wrap_f2!(dot_f32b_x2, dot_f16_x2, dot_bf16_x2);
     macro_rules! wrap_fb {
         ($($name:ident),*) => {$(
-            pub(super) fn $name(w: &[&[u8]], x: &[&[f32]], out: &mut [f32]) {
+            pub(super) fn $name(w: &[&[u8]], x: &[&[f32]], out: &mut [f32], stride: usize) {
                 // SAFETY: only selected when the CPU has AVX-512 F (and AVX2, FMA, F16C).
-                unsafe { crate::ftile::$name(w, x, out) }
+                unsafe { crate::ftile::$name(w, x, out, stride) }
             }
         )*};
     }
@@ -448,7 +448,6 @@ fn matmul_impl(
                     for (i, row) in rows[..m].iter_mut().enumerate() {
                         *row = w.row(r + i);
                     }
-                    let mut blk = [0f32; ftile::ROWS * ftile::TOKENS];
                     let mut t = t0;
                     while t < t1 {
                         let u = (t + ftile::TOKENS).min(t1);
@@ -456,12 +455,7 @@ fn matmul_impl(
                         for (j, xj) in xs[..u - t].iter_mut().enumerate() {
                             *xj = xr(t + j);
                         }
-                        fb(&rows[..m], &xs[..u - t], &mut blk);
-                        for i in 0..m {
-                            for j in 0..u - t {
-                                o[i * nt + t - t0 + j] = blk[i * (u - t) + j];
-                            }
-                        }
+                        fb(&rows[..m], &xs[..u - t], &mut o[t - t0..], nt);
                         t = u;
                     }
                 });
@@ -914,7 +908,7 @@ fn run_rows(
         let mut buf = [0f32; MAX_STEP * MAX_TOKENS];
         let mut a0 = r0;
         while a0 < r1 {
-            let a1 = (a0 + TILE_ROWS.div_ceil(step) * step).min(r1);
+            let a1 = (a0 + TILE_ROWS).min(r1);
             let mut t0 = 0;
             while t0 < n {
                 let t1 = (t0 + tokens).min(n);
