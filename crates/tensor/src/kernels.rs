@@ -16,22 +16,27 @@
 //!   (product then add, `0 · 0` for padding) over the groups in order; the result is
 //!   [`hsum8`] of `acc`.
 //! * Q4_1, Q5_1: as above, plus a separate in-order sum of `m · (dy·Σqy)`, added after [`hsum8`].
-//! * Q4_K, Q5_K, Q6_K (× 256-value blocks): per super-block, 8 lanes of exact integer sums
-//!   (lane `l` takes the values `v` with `(v % 32) / 4 == l`, times their sub-block scales;
-//!   Q6_K's `-32` offset as `-32·(sc[2l]·Σy[2l] + sc[2l+1]·Σy[2l+1])` over its 16-value
-//!   groups), accumulated as `acc[l] += (d·dy) · isum[l]`; then, for Q4_K/Q5_K, the integer
-//!   min correction `imin[l] = m[2l]·Σy[2l] + m[2l+1]·Σy[2l+1]` (32-value sub-blocks; 0 for
-//!   `l >= 4`) as `acc[l] -= (dmin·dy) · imin[l]`. The result is [`hsum8`]`(acc)`.
+//! * Q4_K, Q5_K, Q6_K (× 256-value blocks): per super-block `i`, the exact integer
+//!   `isum = Σ sc·q·y` over its 256 values (`sc` the value's sub-block scale; Q6_K's `-32`
+//!   offset enters as `-32·Σ_g sc[g]·Σy[g]` over its 16-value groups) and, for Q4_K/Q5_K,
+//!   `imin = Σ_s m[s]·Σy[s]` over the 32-value sub-blocks; then, with `l = i % 8`,
+//!   `acc[l] = fma(d·dy, isum, acc[l])` and for Q4_K/Q5_K `acc[l] = fma(−dmin·dy, imin,
+//!   acc[l])` (one rounding each). The result is [`hsum8`]`(acc)`. The integer sums are
+//!   exact in any order, so a kernel may split them however its instructions like: the row
+//!   kernels keep 8 or 16 integer lanes per super-block and add them up for 8 super-blocks
+//!   at once (a transposing reduction), so that the float steps of 8 super-blocks are one
+//!   vector operation each; the tile kernels ([`crate::ktile`]) multiply whole sub-block
+//!   sums by their scales.
 //!
 //! On CPUs with AVX-512 F/BW/VL/VNNI, the 32-value block kernels (Q4_0, Q4_1, Q5_0, Q5_1,
 //! Q8_0) take their integer sums from `vpdpbusd` instead of `maddubs` + `madd` (Q4_0 unpacks
 //! a group of 4 blocks into 512-bit vectors with one word permutation and runs two 512-bit
 //! `vpdpbusd` per token, and also comes in a two-weight-row form that shares the activation
 //! loads, with both rows' float steps in one 512-bit vector); the sums are exact either way,
-//! so those kernels give the same bits too. The K-quants apply their sub-block scales with
-//! `vpdpwssd` (the `madd` + add of the AVX2 form in one exact step; Q4_K and Q5_K on 512-bit
-//! vectors holding a chunk's low and high nibbles, or on 256-bit ones where AVX-512 runs on
-//! 256-bit units). BF16 weights keep the f32 path:
+//! so those kernels give the same bits too. The K-quant row kernels apply their sub-block
+//! scales with `vpdpwssd` (the `madd` + add of the AVX2 form in one exact step; Q4_K and
+//! Q5_K on 512-bit vectors holding a chunk's low and high nibbles, or on 256-bit ones where
+//! AVX-512 runs on 256-bit units). BF16 weights keep the f32 path:
 //! `vdpbf16ps` would round the activations to bf16.
 //!
 //! For batches of 2 tokens or more on AVX-512, the float types run register blocks of 4 weight
@@ -245,13 +250,7 @@ pub(crate) fn dot_q8_0_scalar(w: &[u8], a: &ActRow) -> f32 {
     })
 }
 
-/// Lane of value `v` in the K-quant kernels.
-#[inline(always)]
-fn klane(v: usize) -> usize {
-    (v % 32) / 4
-}
-
-/// Q4_K/Q5_K: `q(i, blk)` yields the 256 unsigned values of super-block `i`.
+/// Q4_K/Q5_K: `q(blk)` yields the 256 unsigned values of a super-block.
 #[inline(always)]
 fn dot_k4_scalar(w: &[u8], bb: usize, a: &ActRow, q: impl Fn(&[u8]) -> [i32; 256]) -> f32 {
     let mut acc = [0f32; 8];
@@ -259,26 +258,21 @@ fn dot_k4_scalar(w: &[u8], bb: usize, a: &ActRow, q: impl Fn(&[u8]) -> [i32; 256
         let qy = &a.qs[256 * i..256 * i + 256];
         let bs = &a.bsum32[8 * i..8 * i + 8];
         let qv = q(b);
-        let mut isum = [0i32; 8];
-        for v in 0..256 {
-            let (sc, _) = scale_min_k4(v / 32, &b[4..16]);
-            isum[klane(v)] += sc as i32 * qv[v] * qy[v] as i32;
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for s in 0..8 {
+            let (sc, m) = scale_min_k4(s, &b[4..16]);
+            let mut t = 0i32;
+            for v in 32 * s..32 * s + 32 {
+                t += qv[v] * qy[v] as i32;
+            }
+            isum += sc as i32 * t;
+            imin += m as i32 * bs[s] as i32;
         }
         let dd = f16_at(b, 0) * a.d[i];
-        for l in 0..8 {
-            acc[l] += dd * isum[l] as f32;
-        }
         let dm = f16_at(b, 2) * a.d[i];
-        for l in 0..8 {
-            let imin = if l < 4 {
-                let m0 = scale_min_k4(2 * l, &b[4..16]).1 as i32;
-                let m1 = scale_min_k4(2 * l + 1, &b[4..16]).1 as i32;
-                m0 * bs[2 * l] as i32 + m1 * bs[2 * l + 1] as i32
-            } else {
-                0
-            };
-            acc[l] -= dm * imin as f32;
-        }
+        let l = i % 8;
+        acc[l] = dd.mul_add(isum as f32, acc[l]);
+        acc[l] = (-dm).mul_add(imin as f32, acc[l]);
     }
     hsum8(&acc)
 }
@@ -337,18 +331,17 @@ pub(crate) fn dot_q6_k_scalar(w: &[u8], a: &ActRow) -> f32 {
         let qy = &a.qs[256 * i..256 * i + 256];
         let bs = &a.bsum[16 * i..16 * i + 16];
         let q = unpack_q6(b);
-        let sc = |g: usize| b[192 + g] as i8 as i32;
-        let mut isum = [0i32; 8];
-        for v in 0..256 {
-            isum[klane(v)] += sc(v / 16) * q[v] * qy[v] as i32;
-        }
-        for l in 0..8 {
-            isum[l] -= 32 * (sc(2 * l) * bs[2 * l] as i32 + sc(2 * l + 1) * bs[2 * l + 1] as i32);
+        let mut isum = 0i32;
+        for g in 0..16 {
+            let sc = b[192 + g] as i8 as i32;
+            let mut t = 0i32;
+            for v in 16 * g..16 * g + 16 {
+                t += q[v] * qy[v] as i32;
+            }
+            isum += sc * (t - 32 * bs[g] as i32);
         }
         let dd = f16_at(b, 208) * a.d[i];
-        for l in 0..8 {
-            acc[l] += dd * isum[l] as f32;
-        }
+        acc[i % 8] = dd.mul_add(isum as f32, acc[i % 8]);
     }
     hsum8(&acc)
 }
@@ -1102,26 +1095,101 @@ pub(crate) mod avx2 {
         (bb, nb)
     }
 
-    /// The float step of Q4_K/Q5_K super-block `i` (`blk`: its bytes, `mins`: its minimums,
-    /// `sumi`: each token's 8 integer lanes): `acc += (d·dy)·isum − (dmin·dy)·imin`.
+    /// `[Σ v[0], …, Σ v[7]]`: the exact totals of 8 vectors of 8 `i32` lanes.
     #[inline(always)]
-    unsafe fn k4_float_step<const NT: usize>(
-        blk: &[u8],
-        mins: __m128i,
-        sumi: &[__m256i; NT],
+    unsafe fn sum8x8(v: &[__m256i; 8]) -> __m256i {
+        let h01 = _mm256_hadd_epi32(v[0], v[1]);
+        let h23 = _mm256_hadd_epi32(v[2], v[3]);
+        let h45 = _mm256_hadd_epi32(v[4], v[5]);
+        let h67 = _mm256_hadd_epi32(v[6], v[7]);
+        // [Σlo v0, Σlo v1, Σlo v2, Σlo v3 | Σhi v0, …, Σhi v3] (lo, hi: 128-bit halves)
+        let x = _mm256_hadd_epi32(h01, h23);
+        let y = _mm256_hadd_epi32(h45, h67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(x, y),
+            _mm256_permute2x128_si256::<0x31>(x, y),
+        )
+    }
+
+    /// `[Σ v[0], …, Σ v[7]]`: the exact totals of 8 vectors of 4 `i32` lanes.
+    #[inline(always)]
+    unsafe fn sum4x8(v: &[__m128i; 8]) -> __m256i {
+        let p = |k: usize| _mm256_set_m128i(v[2 * k + 1], v[2 * k]);
+        // [Σ v0, Σ v2, Σ v4, Σ v6 | Σ v1, Σ v3, Σ v5, Σ v7]
+        let x = _mm256_hadd_epi32(_mm256_hadd_epi32(p(0), p(1)), _mm256_hadd_epi32(p(2), p(3)));
+        _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
+
+    /// The two f16 values at bytes `off..off + 4` of each of `m` (at most 8) blocks of `bb`
+    /// bytes from `p`, as f32 (the first's, the second's), 0 past `m`. The caller guarantees
+    /// the `m` blocks and `off + 4 <= bb`.
+    #[inline(always)]
+    unsafe fn f16_pairs8(p: *const u8, bb: usize, off: usize, m: usize) -> (__m256, __m256) {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let idx = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(bb as i32));
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(m as i32), lanes);
+        // SAFETY: the dwords at off + bb·j (j < m) lie inside the caller's blocks; lanes past
+        // m are masked off and read nothing.
+        let v = _mm256_mask_i32gather_epi32::<1>(
+            _mm256_setzero_si256(),
+            p.add(off) as *const i32,
+            idx,
+            mask,
+        );
+        let lo = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF));
+        let hi = _mm256_srli_epi32::<16>(v);
+        // [lo 0..4, hi 0..4 | lo 4..8, hi 4..8] → [lo 0..8 | hi 0..8]
+        let h = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
+        (
+            _mm256_cvtph_ps(_mm256_castsi256_si128(h)),
+            _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(h)),
+        )
+    }
+
+    /// The activation scales of super-blocks `i0..i0 + m` (`m` at most 8; 0 past `m`).
+    #[inline(always)]
+    unsafe fn dy8(a: &ActRow, i0: usize, m: usize) -> __m256 {
+        if m == 8 {
+            _mm256_loadu_ps(a.d.as_ptr().add(i0))
+        } else {
+            let mut d = [0f32; 8];
+            d[..m].copy_from_slice(&a.d[i0..i0 + m]);
+            _mm256_loadu_ps(d.as_ptr())
+        }
+    }
+
+    /// The float steps of `m` (at most 8) K-quant super-blocks `i0..i0 + m` (`p`: the first
+    /// one's bytes, `bb` bytes each) for each token: `sumi[t][j]` holds super-block `i0 + j`'s
+    /// integer sums spread over 8 lanes, `imin[t][j]` (Q4_K/Q5_K only) its minimums' (0 past
+    /// `m`). Lane `j` of `acc` takes `fma(d·dy, isum, ·)` and, with `MINS`,
+    /// `fma(−dmin·dy, imin, ·)`: super-block `i` goes to lane `i % 8` as `i0` is a multiple
+    /// of 8.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn k_float_steps<const MINS: bool, const NT: usize>(
+        p: *const u8,
+        bb: usize,
+        m: usize,
+        sumi: &[[__m256i; 8]; NT],
+        imin: &[[__m128i; 8]; NT],
         a: &[ActRow; NT],
-        i: usize,
+        i0: usize,
         acc: &mut [__m256; NT],
     ) {
-        let d = _mm256_set1_ps(f16_to_f32(blk.as_ptr()));
-        let dmin = _mm256_set1_ps(f16_to_f32(blk.as_ptr().add(2)));
+        // Q4_K/Q5_K: `d`, `dmin` at bytes 0..4; Q6_K: `d` at 208..210, the second of 206..210.
+        let (d, dmin) = if MINS {
+            f16_pairs8(p, bb, 0, m)
+        } else {
+            (f16_pairs8(p, bb, 206, m).1, _mm256_setzero_ps())
+        };
         for t in 0..NT {
-            // SAFETY: super-block i lies inside every activation row (checked by k4_blocks).
-            let dy = _mm256_broadcast_ss(&*a[t].d.as_ptr().add(i));
-            let dd = _mm256_mul_ps(d, dy);
-            let v = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sumi[t])));
-            let imin = _mm256_cvtepi32_ps(_mm256_zextsi128_si256(k4_imin(mins, &a[t], i)));
-            acc[t] = _mm256_sub_ps(v, _mm256_mul_ps(_mm256_mul_ps(dmin, dy), imin));
+            let dy = dy8(&a[t], i0, m);
+            let s = _mm256_cvtepi32_ps(sum8x8(&sumi[t]));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), s, acc[t]);
+            if MINS {
+                let mm = _mm256_cvtepi32_ps(sum4x8(&imin[t]));
+                acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), mm, acc[t]);
+            }
         }
     }
 
@@ -1135,61 +1203,68 @@ pub(crate) mod avx2 {
         let m4 = _mm256_set1_epi8(0xF);
         let one = _mm256_set1_epi8(1);
         let mut acc = [_mm256_setzero_ps(); NT];
-        for i in 0..nb {
-            let blk = w.get_unchecked(bb * i..bb * i + bb);
-            prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
-            let (sc, mins) = k4_scales(blk);
-            // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
-            let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
-            let mut hbits = if HI5 {
-                _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
-            } else {
-                _mm256_setzero_si256()
-            };
-            let mut sumi = [_mm256_setzero_si256(); NT];
-            // The VNNI form's second chain (high nibbles), so that each chain has 4 steps.
-            let mut sumh = [_mm256_setzero_si256(); NT];
-            for c in 0..4 {
-                let bits = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
-                let mut lo = _mm256_and_si256(bits, m4);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                if HI5 {
-                    let h0 = _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4);
-                    let h1 =
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4);
-                    hbits = _mm256_srli_epi16(hbits, 2);
-                    lo = _mm256_or_si256(lo, h0);
-                    hi = _mm256_or_si256(hi, h1);
-                }
-                let (slo, shi) = (word(sc, 2 * c), word(sc, 2 * c + 1));
-                for t in 0..NT {
-                    let qy = a[t].qs.as_ptr().add(256 * i);
-                    let ylo = _mm256_loadu_si256(qy.add(64 * c) as *const __m256i);
-                    let yhi = _mm256_loadu_si256(qy.add(64 * c + 32) as *const __m256i);
-                    let mlo = _mm256_maddubs_epi16(lo, ylo);
-                    let mhi = _mm256_maddubs_epi16(hi, yhi);
-                    if VNNI {
-                        sumi[t] = dpwssd256(sumi[t], mlo, slo);
-                        sumh[t] = dpwssd256(sumh[t], mhi, shi);
-                    } else {
-                        let plo = _mm256_madd_epi16(mlo, slo);
-                        let phi = _mm256_madd_epi16(mhi, shi);
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
+        let zero = [[_mm256_setzero_si256(); 8]; NT];
+        for i0 in (0..nb).step_by(8) {
+            let m = (nb - i0).min(8);
+            let (mut s8, mut m8) = (zero, [[_mm_setzero_si128(); 8]; NT]);
+            for j in 0..m {
+                let i = i0 + j;
+                let blk = w.get_unchecked(bb * i..bb * i + bb);
+                prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
+                let (sc, mins) = k4_scales(blk);
+                // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
+                let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
+                let mut hbits = if HI5 {
+                    _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let mut sumi = [_mm256_setzero_si256(); NT];
+                // The VNNI form's second chain (high nibbles), so that each chain has 4 steps.
+                let mut sumh = [_mm256_setzero_si256(); NT];
+                for c in 0..4 {
+                    let bits = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
+                    let mut lo = _mm256_and_si256(bits, m4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                    if HI5 {
+                        let h0 = _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4);
+                        let h1 = _mm256_slli_epi16(
+                            _mm256_and_si256(_mm256_srli_epi16(hbits, 1), one),
+                            4,
+                        );
+                        hbits = _mm256_srli_epi16(hbits, 2);
+                        lo = _mm256_or_si256(lo, h0);
+                        hi = _mm256_or_si256(hi, h1);
+                    }
+                    let (slo, shi) = (word(sc, 2 * c), word(sc, 2 * c + 1));
+                    for t in 0..NT {
+                        let qy = a[t].qs.as_ptr().add(256 * i);
+                        let ylo = _mm256_loadu_si256(qy.add(64 * c) as *const __m256i);
+                        let yhi = _mm256_loadu_si256(qy.add(64 * c + 32) as *const __m256i);
+                        let mlo = _mm256_maddubs_epi16(lo, ylo);
+                        let mhi = _mm256_maddubs_epi16(hi, yhi);
+                        if VNNI {
+                            sumi[t] = dpwssd256(sumi[t], mlo, slo);
+                            sumh[t] = dpwssd256(sumh[t], mhi, shi);
+                        } else {
+                            let plo = _mm256_madd_epi16(mlo, slo);
+                            let phi = _mm256_madd_epi16(mhi, shi);
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
+                        }
                     }
                 }
-            }
-            if VNNI {
                 for t in 0..NT {
-                    sumi[t] = _mm256_add_epi32(sumi[t], sumh[t]);
+                    s8[t][j] = if VNNI {
+                        _mm256_add_epi32(sumi[t], sumh[t])
+                    } else {
+                        sumi[t]
+                    };
+                    m8[t][j] = k4_imin(mins, &a[t], i);
                 }
             }
-            k4_float_step(blk, mins, &sumi, a, i, &mut acc);
+            k_float_steps::<true, NT>(w.as_ptr().add(bb * i0), bb, m, &s8, &m8, a, i0, &mut acc);
         }
-        let mut out = [0f32; NT];
-        for t in 0..NT {
-            out[t] = hsum8_ps(acc[t]);
-        }
-        out
+        acc.map(|v| hsum8_ps(v))
     }
 
     /// [`dot_k4`] with 512-bit vectors and AVX-512 VNNI: one vector holds a 64-value chunk's
@@ -1209,56 +1284,61 @@ pub(crate) mod avx2 {
         // Per-word shift counts: 0 for the low 256 bits (low nibbles), 4 for the high ones.
         let nib_shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
         let mut acc = [_mm256_setzero_ps(); NT];
-        for i in 0..nb {
-            let blk = w.get_unchecked(bb * i..bb * i + bb);
-            prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
-            let (sc, mins) = k4_scales(blk);
-            // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
-            let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
-            let hbits = if HI5 {
-                _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i))
-            } else {
-                _mm512_setzero_si512()
-            };
-            let mut sumi = [_mm512_setzero_si512(); NT];
-            for c in 0..4 {
-                let bits =
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * c) as *const __m256i));
-                let mut q = _mm512_and_si512(_mm512_srlv_epi16(bits, nib_shift), m4);
-                if HI5 {
-                    // Bit 2c of each byte for the low half, bit 2c + 1 for the high half.
-                    let cnt = _mm512_inserti64x4::<1>(
-                        _mm512_set1_epi16(2 * c as i16),
-                        _mm256_set1_epi16(2 * c as i16 + 1),
+        let zero = [[_mm256_setzero_si256(); 8]; NT];
+        for i0 in (0..nb).step_by(8) {
+            let m = (nb - i0).min(8);
+            let (mut s8, mut m8) = (zero, [[_mm_setzero_si128(); 8]; NT]);
+            for j in 0..m {
+                let i = i0 + j;
+                let blk = w.get_unchecked(bb * i..bb * i + bb);
+                prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
+                let (sc, mins) = k4_scales(blk);
+                // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
+                let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
+                let hbits = if HI5 {
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        blk.as_ptr().add(16) as *const __m256i
+                    ))
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let mut sumi = [_mm512_setzero_si512(); NT];
+                for c in 0..4 {
+                    let bits = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        qs.add(32 * c) as *const __m256i
+                    ));
+                    let mut q = _mm512_and_si512(_mm512_srlv_epi16(bits, nib_shift), m4);
+                    if HI5 {
+                        // Bit 2c of each byte for the low half, bit 2c + 1 for the high half.
+                        let cnt = _mm512_inserti64x4::<1>(
+                            _mm512_set1_epi16(2 * c as i16),
+                            _mm256_set1_epi16(2 * c as i16 + 1),
+                        );
+                        let h = _mm512_and_si512(_mm512_srlv_epi16(hbits, cnt), one);
+                        q = _mm512_or_si512(q, _mm512_slli_epi16::<4>(h));
+                    }
+                    let s = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(word(sc, 2 * c)),
+                        word(sc, 2 * c + 1),
                     );
-                    let h = _mm512_and_si512(_mm512_srlv_epi16(hbits, cnt), one);
-                    q = _mm512_or_si512(q, _mm512_slli_epi16::<4>(h));
+                    for t in 0..NT {
+                        let y = _mm512_loadu_si512(
+                            a[t].qs.as_ptr().add(256 * i + 64 * c) as *const __m512i
+                        );
+                        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q, y), s);
+                    }
                 }
-                let s = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(word(sc, 2 * c)),
-                    word(sc, 2 * c + 1),
-                );
                 for t in 0..NT {
-                    let y = _mm512_loadu_si512(
-                        a[t].qs.as_ptr().add(256 * i + 64 * c) as *const __m512i
+                    s8[t][j] = _mm256_add_epi32(
+                        _mm512_castsi512_si256(sumi[t]),
+                        _mm512_extracti64x4_epi64::<1>(sumi[t]),
                     );
-                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q, y), s);
+                    m8[t][j] = k4_imin(mins, &a[t], i);
                 }
             }
-            let mut si = [_mm256_setzero_si256(); NT];
-            for t in 0..NT {
-                si[t] = _mm256_add_epi32(
-                    _mm512_castsi512_si256(sumi[t]),
-                    _mm512_extracti64x4_epi64::<1>(sumi[t]),
-                );
-            }
-            k4_float_step(blk, mins, &si, a, i, &mut acc);
+            k_float_steps::<true, NT>(w.as_ptr().add(bb * i0), bb, m, &s8, &m8, a, i0, &mut acc);
         }
-        let mut out = [0f32; NT];
-        for t in 0..NT {
-            out[t] = hsum8_ps(acc[t]);
-        }
-        out
+        acc.map(|v| hsum8_ps(v))
     }
 
     /// [`dot_q4_k`] with AVX-512 BW and VNNI ([`dot_k4_512`]); the same bits.
@@ -1332,79 +1412,91 @@ pub(crate) mod avx2 {
         let m3 = _mm256_set1_epi8(3);
         let m30 = _mm256_set1_epi8(0x30);
         let mut acc = [_mm256_setzero_ps(); NT];
-        for i in 0..nb {
-            // SAFETY: offsets stay within this 210-byte block, the 256 activation bytes and
-            // the 16 activation sums of super-block i.
-            let p = w.as_ptr().add(210 * i);
-            prefetch(p, PF_DIST, 4);
-            let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
-            let mut sumi = [_mm256_setzero_si256(); NT];
-            // The VNNI form's second chain (odd `j`), so that each chain has 4 steps.
-            let mut sumo = [_mm256_setzero_si256(); NT];
-            for t in 0..NT {
-                let bs = _mm256_loadu_si256(a[t].bsum.as_ptr().add(16 * i) as *const __m256i);
-                // −32 · Σ_g sc_g · Σ_{group g} y, exact.
-                sumi[t] =
-                    _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bs), 5));
-            }
-            for h in 0..2 {
-                let b1 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
-                let b2 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
-                let bh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
-                let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m3), 4);
-                let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m3), 4);
-                let h2 = _mm256_and_si256(bh, m30);
-                let h3 = _mm256_and_si256(_mm256_srli_epi16(bh, 2), m30);
-                let q = [
-                    _mm256_or_si256(_mm256_and_si256(b1, m4), h0),
-                    _mm256_or_si256(_mm256_and_si256(b2, m4), h1),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2),
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3),
-                ];
-                // 8 scales of this half as i16 in both 128-bit halves.
-                let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(
-                    p.add(192 + 8 * h) as *const __m128i,
-                )));
-                for (j, qj) in q.iter().enumerate() {
-                    // low half: scale 2j, high half: scale 2j+1
-                    let lo = ((4 * j + 1) << 8 | (4 * j)) as i16;
-                    let hi = ((4 * j + 3) << 8 | (4 * j + 2)) as i16;
-                    let s = _mm256_shuffle_epi8(
-                        sc8,
-                        _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)),
+        let zero = [[_mm256_setzero_si256(); 8]; NT];
+        for i0 in (0..nb).step_by(8) {
+            let m = (nb - i0).min(8);
+            let mut s8 = zero;
+            for j in 0..m {
+                let i = i0 + j;
+                // SAFETY: offsets stay within this 210-byte block, the 256 activation bytes and
+                // the 16 activation sums of super-block i.
+                let p = w.as_ptr().add(210 * i);
+                prefetch(p, PF_DIST, 4);
+                let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+                let mut sumi = [_mm256_setzero_si256(); NT];
+                // The VNNI form's second chain (odd `j`), so that each chain has 4 steps.
+                let mut sumo = [_mm256_setzero_si256(); NT];
+                for t in 0..NT {
+                    let bs = _mm256_loadu_si256(a[t].bsum.as_ptr().add(16 * i) as *const __m256i);
+                    // −32 · Σ_g sc_g · Σ_{group g} y, exact.
+                    sumi[t] = _mm256_sub_epi32(
+                        sumi[t],
+                        _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bs), 5),
                     );
-                    for t in 0..NT {
-                        let y = _mm256_loadu_si256(
-                            a[t].qs.as_ptr().add(256 * i + 128 * h + 32 * j) as *const __m256i,
+                }
+                for h in 0..2 {
+                    let b1 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
+                    let b2 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
+                    let bh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m3), 4);
+                    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m3), 4);
+                    let h2 = _mm256_and_si256(bh, m30);
+                    let h3 = _mm256_and_si256(_mm256_srli_epi16(bh, 2), m30);
+                    let q = [
+                        _mm256_or_si256(_mm256_and_si256(b1, m4), h0),
+                        _mm256_or_si256(_mm256_and_si256(b2, m4), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3),
+                    ];
+                    // 8 scales of this half as i16 in both 128-bit halves.
+                    let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(
+                        p.add(192 + 8 * h) as *const __m128i,
+                    )));
+                    for (j, qj) in q.iter().enumerate() {
+                        // low half: scale 2j, high half: scale 2j+1
+                        let lo = ((4 * j + 1) << 8 | (4 * j)) as i16;
+                        let hi = ((4 * j + 3) << 8 | (4 * j + 2)) as i16;
+                        let s = _mm256_shuffle_epi8(
+                            sc8,
+                            _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)),
                         );
-                        let m = _mm256_maddubs_epi16(*qj, y);
-                        if !VNNI {
-                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(m, s));
-                        } else if j % 2 == 0 {
-                            sumi[t] = dpwssd256(sumi[t], m, s);
-                        } else {
-                            sumo[t] = dpwssd256(sumo[t], m, s);
+                        for t in 0..NT {
+                            let y = _mm256_loadu_si256(
+                                a[t].qs.as_ptr().add(256 * i + 128 * h + 32 * j) as *const __m256i,
+                            );
+                            let m = _mm256_maddubs_epi16(*qj, y);
+                            if !VNNI {
+                                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(m, s));
+                            } else if j % 2 == 0 {
+                                sumi[t] = dpwssd256(sumi[t], m, s);
+                            } else {
+                                sumo[t] = dpwssd256(sumo[t], m, s);
+                            }
                         }
                     }
                 }
-            }
-            if VNNI {
                 for t in 0..NT {
-                    sumi[t] = _mm256_add_epi32(sumi[t], sumo[t]);
+                    s8[t][j] = if VNNI {
+                        _mm256_add_epi32(sumi[t], sumo[t])
+                    } else {
+                        sumi[t]
+                    };
                 }
             }
-            let d = _mm256_set1_ps(f16_to_f32(p.add(208)));
-            for t in 0..NT {
-                // SAFETY: super-block i lies inside every activation row (asserted above).
-                let dd = _mm256_mul_ps(d, _mm256_broadcast_ss(&*a[t].d.as_ptr().add(i)));
-                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sumi[t])));
-            }
+            // SAFETY: super-blocks i0..i0 + m lie inside the row and every activation row
+            // (asserted above).
+            k_float_steps::<false, NT>(
+                w.as_ptr().add(210 * i0),
+                210,
+                m,
+                &s8,
+                &[[_mm_setzero_si128(); 8]; NT],
+                a,
+                i0,
+                &mut acc,
+            );
         }
-        let mut out = [0f32; NT];
-        for t in 0..NT {
-            out[t] = hsum8_ps(acc[t]);
-        }
-        out
+        acc.map(|v| hsum8_ps(v))
     }
 
     /// Float dot product with weights produced 8 at a time by `load(k)` (see module docs).

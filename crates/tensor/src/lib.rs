@@ -18,7 +18,7 @@
 //!   is described in the `kernels` module. Float weights use a fixed 32-lane f32 order.
 //! * [`ops`]: f32 (and f16 KV-cache) vector kernels with scalar twins in [`ops::scalar`].
 //!
-//!   With AVX-512 VNNI, batches of 16 tokens or more of Q4_0, Q8_0, Q4_K and Q6_K weights run as
+//!   With AVX-512 VNNI, batches of 16 tokens or more of Q4_0, Q8_0 and the K types run as
 //!   tiles (16 tokens per vector, weight rows unpacked once per product), with the same bits;
 //!   with Intel AMX, batches of 32 or more of Q4_K and Q6_K take their integer sums from tile
 //!   multiplications (the `amx` module), with the same bits.

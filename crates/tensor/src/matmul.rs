@@ -330,14 +330,11 @@ thread_local! {
     /// Per-thread buffers for [`UNPACK_ROWS`] unpacked weight rows of the tile path.
     #[cfg(target_arch = "x86_64")]
     static UNPACKED: RefCell<Vec<q4tile::Q4Row>> = const { RefCell::new(Vec::new()) };
-    /// The same for Q4_K: its activation tiles and unpacked rows.
+    /// The same for Q4_K, Q5_K and Q6_K: their activation tiles and unpacked rows.
     #[cfg(target_arch = "x86_64")]
     static KTILES: RefCell<ktile::KTiles> = RefCell::new(ktile::KTiles::default());
     #[cfg(target_arch = "x86_64")]
     static KUNPACKED: RefCell<Vec<ktile::KRow>> = const { RefCell::new(Vec::new()) };
-    /// Unpacked rows of the Q6_K tile path (its activation tiles are [`KTILES`]).
-    #[cfg(target_arch = "x86_64")]
-    static Q6UNPACKED: RefCell<Vec<ktile::Q6Row>> = const { RefCell::new(Vec::new()) };
     /// The AMX path's activation tiles, and per thread its unpacked rows and scratch.
     #[cfg(target_arch = "x86_64")]
     static AMX_ACTS: RefCell<amx::kq::Acts> = RefCell::new(amx::kq::Acts::default());
@@ -552,17 +549,15 @@ fn matmul_impl(
                     run_tiles(w, n, out, &Q32Tiles(kind, &tiles), rest);
                     TILES.with(|c| *c.borrow_mut() = tiles);
                     true
-                } else if matches!(w.dtype, DType::Q4_K | DType::Q5_K) {
+                } else if let Some(kind) = ktile::Kind::of(w.dtype) {
                     let mut tiles = KTILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
-                    tiles.build(&act.qs, &act.d, &act.bsum32, 8, n, w.cols);
-                    let q5 = w.dtype == DType::Q5_K;
-                    run_tiles(w, n, out, &K4Tiles { tiles: &tiles, q5 }, rest);
-                    KTILES.with(|c| *c.borrow_mut() = tiles);
-                    true
-                } else if w.dtype == DType::Q6_K {
-                    let mut tiles = KTILES.with(|c| std::mem::take(&mut *c.borrow_mut()));
-                    tiles.build(&act.qs, &act.d, &act.bsum, 16, n, w.cols);
-                    run_tiles(w, n, out, &Q6Tiles(&tiles), rest);
+                    let sums = if kind == ktile::Kind::Q6K {
+                        &act.bsum
+                    } else {
+                        &act.bsum32
+                    };
+                    tiles.build(&act.qs, &act.d, sums, kind.sums(), n, w.cols);
+                    run_tiles(w, n, out, &KTilePath(kind, &tiles), rest);
                     KTILES.with(|c| *c.borrow_mut() = tiles);
                     true
                 } else {
@@ -645,71 +640,33 @@ impl TilePath for Q32Tiles<'_> {
     }
 }
 
-/// Q4_K and Q5_K tiles (the same lanes, scales and minimums): the activation tiles, and whether
-/// the rows are Q5_K super-blocks.
+/// Q4_K, Q5_K or Q6_K tiles ([`ktile`]).
 #[cfg(target_arch = "x86_64")]
-struct K4Tiles<'a> {
-    tiles: &'a ktile::KTiles,
-    q5: bool,
-}
+struct KTilePath<'a>(ktile::Kind, &'a ktile::KTiles);
 
 #[cfg(target_arch = "x86_64")]
-impl TilePath for K4Tiles<'_> {
+impl TilePath for KTilePath<'_> {
     type Row = ktile::KRow;
     fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
         KUNPACKED.with(|c| f(&mut c.borrow_mut()))
     }
     fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
-        if self.q5 {
-            row.unpack_q5(w)
-        } else {
-            row.unpack(w)
-        }
+        row.unpack(self.0, w)
     }
     fn whole(&self) -> usize {
-        self.tiles.tiles
+        self.1.tiles
     }
     fn half(&self) -> bool {
         false
     }
     fn tokens(&self) -> usize {
-        self.tiles.tiles * ktile::TILE
+        self.1.tiles * ktile::TILE
     }
     unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
-        ktile::tile_pair_k(w, self.tiles, tile)
+        ktile::tile_pair(self.0, w, self.1, tile)
     }
     unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
-        unreachable!("Q4_K and Q5_K have no 8-token tile")
-    }
-}
-
-/// Q6_K tiles: [`ktile::KTiles`] built with the sums of 16 values.
-#[cfg(target_arch = "x86_64")]
-struct Q6Tiles<'a>(&'a ktile::KTiles);
-
-#[cfg(target_arch = "x86_64")]
-impl TilePath for Q6Tiles<'_> {
-    type Row = ktile::Q6Row;
-    fn with_rows(f: impl FnOnce(&mut Vec<Self::Row>)) {
-        Q6UNPACKED.with(|c| f(&mut c.borrow_mut()))
-    }
-    fn unpack(&self, row: &mut Self::Row, w: &[u8]) {
-        row.unpack(w)
-    }
-    fn whole(&self) -> usize {
-        self.0.tiles
-    }
-    fn half(&self) -> bool {
-        false
-    }
-    fn tokens(&self) -> usize {
-        self.0.tiles * ktile::TILE
-    }
-    unsafe fn pair(&self, w: [&Self::Row; 2], tile: usize) -> [[f32; 16]; 2] {
-        ktile::tile_pair_q6(w, self.0, tile)
-    }
-    unsafe fn pair8(&self, _: [&Self::Row; 2]) -> [[f32; 8]; 2] {
-        unreachable!("Q6_K has no 8-token tile")
+        unreachable!("the K-quants have no 8-token tile")
     }
 }
 

@@ -48,9 +48,10 @@ fn weights(t: DType, rows: usize, cols: usize, rng: &mut Rng, raw: bool) -> Vec<
     b
 }
 
-/// Column counts give 1, 3, 6, 7, 8, 24 and 16 blocks of 32 (every remainder of the 4-block
-/// and 2-block steps); K-quant types round them up to whole 256-value blocks.
-const SHAPES: [(usize, usize); 7] = [
+/// Column counts give 1, 3, 6, 7, 8, 24, 16 and 88 blocks of 32 (every remainder of the
+/// 4-block and 2-block steps); K-quant types round them up to whole 256-value blocks (1, 3,
+/// 2 and 11: more than one group of 8 super-blocks, and a partial one).
+const SHAPES: [(usize, usize); 8] = [
     (3, 32),
     (5, 96),
     (9, 192),
@@ -58,6 +59,7 @@ const SHAPES: [(usize, usize); 7] = [
     (7, 256),
     (13, 768),
     (33, 512),
+    (6, 2816),
 ];
 
 #[test]

@@ -1,11 +1,12 @@
 //! Q4_K and Q6_K weights on AMX.
 //!
-//! The K-quant definitions of [`crate::kernels`] (`dot_q4_k_scalar`, `dot_q6_k_scalar`),
-//! lane for lane: per super-block, `isum[l] = Σ sc·q·y` over the 32 values `v` with
-//! `(v % 32) / 4 == l` (exact integers; Q6_K adds its offset of 32 as
-//! `−32·(sc[2l]·Σ16y[2l] + sc[2l+1]·Σ16y[2l+1])`), `acc[l] += (d·dy) · isum[l]`, then for
-//! Q4_K `acc[l] −= (dmin·dy) · (m[2l]·Σy[2l] + m[2l+1]·Σy[2l+1])` for `l < 4`; the result is
-//! `hsum8` of the lanes.
+//! The K-quant definitions of [`crate::kernels`] (`dot_q4_k_scalar`, `dot_q6_k_scalar`):
+//! per super-block, the exact integer `isum = Σ sc·q·y` over its 256 values (Q6_K adds its
+//! offset of 32 as `−32·Σ sc·Σ16y`), then for super-block `i`
+//! `acc[i % 8] = fma(d·dy, isum, acc[i % 8])` and for Q4_K
+//! `acc[i % 8] = fma(−dmin·dy, imin, acc[i % 8])` with `imin = Σ m·Σ32y`; the result is
+//! `hsum8(acc)`. The tile products compute `isum` in 8 parts ("lanes": the 32 values `v`
+//! with `(v % 32) / 4 == l`), added as integers before the float step.
 //!
 //! Each weight row is unpacked to `w = sc·q` (at most 945 for Q4_K, 128·63 in magnitude for
 //! Q6_K) and stored lane by lane, so that a lane's 32 values (all 8 sub-blocks) form one row
@@ -18,14 +19,13 @@
 //! * Q4_K: `w = a + b` with `a = w & !15` (a multiple of 16 below 1024: at most 6 significant
 //!   bits) and `b = w & 15`, both exact in bf16, as are the activations (8-bit integers). Two
 //!   `tdpbf16ps` into one sum tile add `Σ a·y + Σ b·y` in f32; every product and partial sum
-//!   is an integer below `32·945·127 < 2^24`, so the f32 sum is the exact `isum`, already
-//!   as the float the definition converts it to. This saves the float step's integer
-//!   combination and conversion (about 40% of its operations), and one sum tile per lane.
-//!   (Q6_K's sums can reach `32·8064·127 > 2^24`, so it keeps integer tiles.)
+//!   is an integer below `32·945·127 < 2^24`, so the f32 sum is the lane's exact sum, which
+//!   converts back to `i32` exactly; one sum tile per lane. (Q6_K's lane sums can reach
+//!   `32·8064·127 > 2^24`, so it keeps integer tiles.)
 
+use super::w16::{KRow, Q6Row};
 use super::{Kind, Scratch, ROWS, TILE};
 use crate::aligned::Aligned;
-use crate::ktile::{KRow, Q6Row};
 use core::arch::x86_64::*;
 
 /// Activations of `n` tokens in tiles of 16 (the last padded with zero tokens).
@@ -445,7 +445,7 @@ unsafe fn product<const C: usize, const A: usize, const B: usize, const LOAD_B: 
     );
 }
 
-/// 16 unpacked Q6_K weight rows × token tile `tile` of `act`, into the lane accumulators of
+/// 16 unpacked Q6_K weight rows × token tile `tile` of `act`, into the row accumulators of
 /// `scratch` (which [`super::finish`] reduces).
 ///
 /// # Safety
@@ -502,21 +502,22 @@ pub(super) unsafe fn tile_q6k(rows: &Rows, act: &Acts, tile: usize, scratch: &mu
             if i + 1 < nsb {
                 issue(i + 1, m);
             }
-            let ap = accp.add(m * 8 * TILE);
-            let mut acc: [__m512; 8] = core::array::from_fn(|l| _mm512_load_ps(ap.add(l * TILE)));
+            // The definition's accumulator `i % 8` of row m.
+            let ap = accp.add((m * 8 + i % 8) * TILE);
             let dd = _mm512_mul_ps(_mm512_set1_ps(*rows.d.as_ptr().add(m * nsb + i)), dyv);
             let pm = rows.pairs.as_ptr().add((m * nsb + i) * 8);
-            for (l, a) in acc.iter_mut().enumerate() {
+            // The super-block's exact integer sum: every lane's `lo + 64·hi` and offset.
+            let mut isum = _mm512_setzero_si512();
+            for l in 0..8 {
                 let lo = _mm512_load_si512(s.add(512 * l + 16 * m) as *const __m512i);
                 let hi = _mm512_load_si512(s.add(512 * l + 256 + 16 * m) as *const __m512i);
                 let bsv = _mm512_load_si512(bsp.add(l * TILE) as *const __m512i);
                 let off = _mm512_madd_epi16(bsv, _mm512_set1_epi32(*pm.add(l)));
-                let isum = _mm512_add_epi32(_mm512_add_epi32(lo, _mm512_slli_epi32::<6>(hi)), off);
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(isum)));
+                isum = _mm512_add_epi32(isum, _mm512_add_epi32(lo, _mm512_slli_epi32::<6>(hi)));
+                isum = _mm512_add_epi32(isum, off);
             }
-            for (l, a) in acc.iter().enumerate() {
-                _mm512_store_ps(ap.add(l * TILE), *a);
-            }
+            let acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), _mm512_load_ps(ap));
+            _mm512_store_ps(ap, acc);
         }
     }
 }
@@ -549,7 +550,7 @@ unsafe fn lane_bf16<const C: usize, const B: usize>(wp: *const u16, bp: *const u
     );
 }
 
-/// 16 unpacked Q4_K weight rows × token tile `tile` of `act`, into the lane accumulators of
+/// 16 unpacked Q4_K weight rows × token tile `tile` of `act`, into the row accumulators of
 /// `scratch` (which [`super::finish`] reduces).
 ///
 /// # Safety
@@ -604,24 +605,27 @@ pub(super) unsafe fn tile_q4k(rows: &Rows, act: &Acts, tile: usize, scratch: &mu
             if i + 1 < nsb && m % 2 == 0 {
                 issue(i + 1, m / 2);
             }
-            let ap = accp.add(m * 8 * TILE);
-            let mut acc: [__m512; 8] = core::array::from_fn(|l| _mm512_load_ps(ap.add(l * TILE)));
+            // The definition's accumulator `i % 8` of row m.
+            let ap = accp.add((m * 8 + i % 8) * TILE);
             let dd = _mm512_mul_ps(_mm512_set1_ps(*rows.d.as_ptr().add(m * nsb + i)), dyv);
-            for (l, a) in acc.iter_mut().enumerate() {
-                // The lane's exact integer sum, as an f32.
-                let isum = _mm512_load_ps(s.add(256 * l + 16 * m));
-                *a = _mm512_add_ps(*a, _mm512_mul_ps(dd, isum));
+            // The super-block's exact integer sum: each lane's sum is an integer below 2^24
+            // held as an f32, so its conversion is exact; the lanes are added as integers.
+            let mut isum = _mm512_setzero_si512();
+            for l in 0..8 {
+                let lane = _mm512_cvtps_epi32(_mm512_load_ps(s.add(256 * l + 16 * m)));
+                isum = _mm512_add_epi32(isum, lane);
             }
             let dm = _mm512_mul_ps(_mm512_set1_ps(*rows.dmin.as_ptr().add(m * nsb + i)), dyv);
             let pm = rows.pairs.as_ptr().add((m * nsb + i) * 8);
-            for (l, a) in acc.iter_mut().enumerate().take(4) {
+            let mut imin = _mm512_setzero_si512();
+            for l in 0..4 {
                 let bsv = _mm512_load_si512(bsp.add(l * TILE) as *const __m512i);
-                let imin = _mm512_madd_epi16(bsv, _mm512_set1_epi32(*pm.add(l)));
-                *a = _mm512_sub_ps(*a, _mm512_mul_ps(dm, _mm512_cvtepi32_ps(imin)));
+                imin =
+                    _mm512_add_epi32(imin, _mm512_madd_epi16(bsv, _mm512_set1_epi32(*pm.add(l))));
             }
-            for (l, a) in acc.iter().enumerate() {
-                _mm512_store_ps(ap.add(l * TILE), *a);
-            }
+            let acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(isum), _mm512_load_ps(ap));
+            let acc = _mm512_fnmadd_ps(dm, _mm512_cvtepi32_ps(imin), acc);
+            _mm512_store_ps(ap, acc);
         }
     }
 }

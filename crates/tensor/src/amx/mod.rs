@@ -6,24 +6,27 @@
 //! multiply-adds per instruction. Integer sums are exact in any order, so the only work that
 //! decides the bits is the float step, which runs on AVX-512 exactly as the definitions of
 //! [`crate::kernels`] say; each output has the bits of the row kernels (tests check it).
-//! The definitions keep several partial sums per block ("lanes"), so each tile product
-//! computes one lane's sum of one block, and the weight rows are unpacked so that a lane's
-//! values are contiguous; the activation tiles pick the same values.
+//! Each tile product computes the sum over 32 of a super-block's values (one "lane": the
+//! values `v` with `(v % 32) / 4` fixed, 4 from each sub-block), and the weight rows are
+//! unpacked so that a lane's values are contiguous; the activation tiles pick the same
+//! values. The float step adds the 8 lanes' sums as integers (the definition's exact
+//! per-super-block `isum`) and runs the definition's float step for the super-block into
+//! the row's accumulator `i % 8`.
 //!
-//! The K-quants keep eight 32-value lanes per 256-value super-block; the values times their
-//! sub-block scales need more than 8 bits, so each is split into two exact parts ([`kq`]):
-//! Q6_K as `lo + 64·hi` byte tiles whose integer sums are combined before the float step,
-//! Q4_K as two bf16 tiles whose f32 sums are the exact integer sums.
+//! The values times their sub-block scales need more than 8 bits, so each is split into two
+//! exact parts ([`kq`]): Q6_K as `lo + 64·hi` byte tiles whose integer sums are combined
+//! before the float step, Q4_K as two bf16 tiles whose f32 sums are exact integers.
 //!
 //! The sums go through memory (AMX has no move to vector registers). The tile operations of
 //! the next super-block are issued between the float steps of the current one (one per
-//! weight row). On the machine measured, tile loads and stores did not overlap with the
-//! vector work much, so the float steps still cost about as much as the tile work; the
-//! result is about 2× the AVX-512 VNNI tile kernels for Q4_K and Q6_K. Q4_0 and Q8_0 keep
-//! those: their AMX form (one product per 16-value half-block) measured slower than them at
+//! weight row). On the machine measured (with the earlier definition's 8 float steps per
+//! super-block), tile loads and stores did not overlap with the vector work much, and the
+//! result was about 2× the AVX-512 VNNI tile kernels of that time for Q4_K and Q6_K. Q4_0
+//! and Q8_0 keep those: their AMX form (one product per 16-value half-block) measured slower than them at
 //! every batch size (see BENCHMARKS.md).
 
 pub(crate) mod kq;
+pub(crate) mod w16;
 
 use crate::aligned::Aligned;
 use core::arch::asm;
@@ -154,8 +157,8 @@ pub(crate) struct Zeros(pub [i32; 256]);
 pub(crate) static ZEROS: Zeros = Zeros([0; 256]);
 
 /// Per-thread working memory of the kernels: two sets of 16 sum tiles (the current
-/// super-block's, read by the float steps, and the next one's, written meanwhile) and the 8
-/// lane accumulators of 16 rows × 16 tokens.
+/// super-block's, read by the float steps, and the next one's, written meanwhile) and the
+/// 8 accumulators of 16 rows × 16 tokens.
 #[derive(Default, Debug)]
 pub(crate) struct Scratch {
     sums: Aligned<i32>,
@@ -170,7 +173,7 @@ impl Scratch {
     }
 }
 
-/// `out[m] = hsum8` of row `m`'s 8 lane accumulators, lane by lane over the 16 tokens:
+/// `out[m] = hsum8` of row `m`'s 8 accumulators, lane by lane over the 16 tokens:
 /// `(a0+a4 + a2+a6) + (a1+a5 + a3+a7)`.
 ///
 /// # Safety
