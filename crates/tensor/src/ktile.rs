@@ -261,7 +261,6 @@ impl KRow {
         let nsb = w.len() / bb;
         self.resize(kind, nsb);
         let m4 = _mm256_set1_epi8(0xF);
-        let m3 = _mm256_set1_epi8(3);
         let one = _mm256_set1_epi8(1);
         for (i, blk) in w.chunks_exact(bb).enumerate() {
             self.header(kind, i, blk);
@@ -273,28 +272,7 @@ impl KRow {
             match kind {
                 Kind::Q6K => {
                     for h in 0..2 {
-                        let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
-                        let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
-                        let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
-                        // Two high bits at bit 4 (16-bit shifts: the masks drop what crosses
-                        // bytes).
-                        let hb = |x: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(x, m3));
-                        let v = [
-                            _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(qh)),
-                            _mm256_or_si256(
-                                _mm256_and_si256(ql1, m4),
-                                hb(_mm256_srli_epi16::<2>(qh)),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                                hb(_mm256_srli_epi16::<4>(qh)),
-                            ),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                                hb(_mm256_srli_epi16::<6>(qh)),
-                            ),
-                        ];
-                        for (c, v) in v.into_iter().enumerate() {
+                        for (c, v) in q6_values_avx2(p, h).into_iter().enumerate() {
                             _mm256_storeu_si256(o.add(4 * h + c), v);
                         }
                     }
@@ -329,6 +307,38 @@ impl KRow {
             self.correction(kind, i);
         }
     }
+}
+
+/// The values `128h + 32c..+32` (`c < 4`) of the Q6_K super-block at `p` (0..64, as bytes).
+///
+/// # Safety
+/// `p` must point to a whole 210-byte block; the CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn q6_values_avx2(p: *const u8, h: usize) -> [core::arch::x86_64::__m256i; 4] {
+    use core::arch::x86_64::*;
+    let (m4, m3) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(3));
+    // SAFETY: bytes 64h..64h + 64 (low bits) and 128 + 32h..+32 (high bits) lie inside the
+    // block (h < 2).
+    let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
+    let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
+    let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+    // Two high bits at bit 4 (16-bit shifts: the masks drop what crosses bytes).
+    let hb = |x: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(x, m3));
+    let low = |x: __m256i| _mm256_and_si256(x, m4);
+    [
+        _mm256_or_si256(low(ql0), hb(qh)),
+        _mm256_or_si256(low(ql1), hb(_mm256_srli_epi16::<2>(qh))),
+        _mm256_or_si256(
+            low(_mm256_srli_epi16::<4>(ql0)),
+            hb(_mm256_srli_epi16::<4>(qh)),
+        ),
+        _mm256_or_si256(
+            low(_mm256_srli_epi16::<4>(ql1)),
+            hb(_mm256_srli_epi16::<6>(qh)),
+        ),
+    ]
 }
 
 /// Two unpacked weight rows of `kind` against tile `tile` of `act`: `out[i][l]` is, bit for

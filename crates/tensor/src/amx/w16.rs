@@ -160,31 +160,11 @@ impl Q6Row {
         use core::arch::x86_64::*;
         let nsb = w.len() / 210;
         self.resize(nsb);
-        let m4 = _mm256_set1_epi8(0xF);
-        let m3 = _mm256_set1_epi8(3);
         for (i, blk) in w.chunks_exact(210).enumerate() {
             let sc = self.header(i, blk);
-            let p = blk.as_ptr();
             for h in 0..2 {
-                // SAFETY: bytes 64h..64h + 64 (low bits) and 128 + 32h..+32 (high bits) lie
-                // inside the 210-byte block; the 128 outputs at 256i + 128h inside `w16`.
-                let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
-                let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
-                let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
-                // Two high bits at bit 4 (16-bit shifts: the masks drop what crosses bytes).
-                let hb = |x: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(x, m3));
-                let v = [
-                    _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(qh)),
-                    _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(_mm256_srli_epi16::<2>(qh))),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                        hb(_mm256_srli_epi16::<4>(qh)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                        hb(_mm256_srli_epi16::<6>(qh)),
-                    ),
-                ];
+                // SAFETY: a 210-byte block; the 128 outputs at 256i + 128h lie inside `w16`.
+                let v = crate::ktile::q6_values_avx2(blk.as_ptr(), h);
                 for (c, v) in v.into_iter().enumerate() {
                     // Values 128h + 32c..+32: groups g and g + 1 of 16.
                     let g = 8 * h + 2 * c;
