@@ -1193,78 +1193,124 @@ pub(crate) mod avx2 {
         }
     }
 
+    /// The values `128h + 32c..+32` (`c < 4`) of the Q6_K super-block at `p` (0..64, as
+    /// bytes). `p` must point to a whole 210-byte block.
+    #[inline(always)]
+    pub(crate) unsafe fn q6_values(p: *const u8, h: usize) -> [__m256i; 4] {
+        let (m4, m3) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(3));
+        // SAFETY: bytes 64h..64h + 64 (low bits) and 128 + 32h..+32 (high bits) lie inside
+        // the block (h < 2).
+        let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
+        let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
+        let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+        // Two high bits at bit 4 (16-bit shifts: the masks drop what crosses bytes).
+        let hb = |x: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(x, m3));
+        let low = |x: __m256i| _mm256_and_si256(x, m4);
+        [
+            _mm256_or_si256(low(ql0), hb(qh)),
+            _mm256_or_si256(low(ql1), hb(_mm256_srli_epi16::<2>(qh))),
+            _mm256_or_si256(
+                low(_mm256_srli_epi16::<4>(ql0)),
+                hb(_mm256_srli_epi16::<4>(qh)),
+            ),
+            _mm256_or_si256(
+                low(_mm256_srli_epi16::<4>(ql1)),
+                hb(_mm256_srli_epi16::<6>(qh)),
+            ),
+        ]
+    }
+
+    /// The frame of the K-quant row kernels: for each group of 8 super-blocks (`bb` bytes
+    /// each), `block(i, blk)` gives super-block `i`'s integer sums for each token, spread over
+    /// 8 lanes, and with `MINS` its minimums' (4 lanes); then the group's float steps
+    /// ([`k_float_steps`]), and per token `hsum8` of the accumulators. The caller checked
+    /// that `w` holds whole super-blocks and every activation row as many.
+    #[inline(always)]
+    unsafe fn k_rows<const MINS: bool, const NT: usize>(
+        w: &[u8],
+        bb: usize,
+        a: &[ActRow; NT],
+        mut block: impl FnMut(usize, &[u8]) -> ([__m256i; NT], [__m128i; NT]),
+    ) -> [f32; NT] {
+        let nb = w.len() / bb;
+        let mut acc = [_mm256_setzero_ps(); NT];
+        for i0 in (0..nb).step_by(8) {
+            let m = (nb - i0).min(8);
+            let mut s8 = [[_mm256_setzero_si256(); 8]; NT];
+            let mut m8 = [[_mm_setzero_si128(); 8]; NT];
+            for j in 0..m {
+                let i = i0 + j;
+                let blk = w.get_unchecked(bb * i..bb * i + bb);
+                prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
+                let (si, mi) = block(i, blk);
+                for t in 0..NT {
+                    s8[t][j] = si[t];
+                    m8[t][j] = mi[t];
+                }
+            }
+            // SAFETY: super-blocks i0..i0 + m lie inside the row and every activation row.
+            k_float_steps::<MINS, NT>(w.as_ptr().add(bb * i0), bb, m, &s8, &m8, a, i0, &mut acc);
+        }
+        acc.map(|v| hsum8_ps(v))
+    }
+
     /// Q4_K (`HI5 = false`) or Q5_K (`HI5 = true`) row against `NT` activation rows.
     #[inline(always)]
     unsafe fn dot_k4<const HI5: bool, const VNNI: bool, const NT: usize>(
         w: &[u8],
         a: &[ActRow; NT],
     ) -> [f32; NT] {
-        let (bb, nb) = k4_blocks::<HI5, NT>(w, a);
+        let (bb, _) = k4_blocks::<HI5, NT>(w, a);
         let m4 = _mm256_set1_epi8(0xF);
         let one = _mm256_set1_epi8(1);
-        let mut acc = [_mm256_setzero_ps(); NT];
-        let zero = [[_mm256_setzero_si256(); 8]; NT];
-        for i0 in (0..nb).step_by(8) {
-            let m = (nb - i0).min(8);
-            let (mut s8, mut m8) = (zero, [[_mm_setzero_si128(); 8]; NT]);
-            for j in 0..m {
-                let i = i0 + j;
-                let blk = w.get_unchecked(bb * i..bb * i + bb);
-                prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
-                let (sc, mins) = k4_scales(blk);
-                // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
-                let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
-                let mut hbits = if HI5 {
-                    _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
-                } else {
-                    _mm256_setzero_si256()
-                };
-                let mut sumi = [_mm256_setzero_si256(); NT];
-                // The VNNI form's second chain (high nibbles), so that each chain has 4 steps.
-                let mut sumh = [_mm256_setzero_si256(); NT];
-                for c in 0..4 {
-                    let bits = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
-                    let mut lo = _mm256_and_si256(bits, m4);
-                    let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                    if HI5 {
-                        let h0 = _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4);
-                        let h1 = _mm256_slli_epi16(
-                            _mm256_and_si256(_mm256_srli_epi16(hbits, 1), one),
-                            4,
-                        );
-                        hbits = _mm256_srli_epi16(hbits, 2);
-                        lo = _mm256_or_si256(lo, h0);
-                        hi = _mm256_or_si256(hi, h1);
-                    }
-                    let (slo, shi) = (word(sc, 2 * c), word(sc, 2 * c + 1));
-                    for t in 0..NT {
-                        let qy = a[t].qs.as_ptr().add(256 * i);
-                        let ylo = _mm256_loadu_si256(qy.add(64 * c) as *const __m256i);
-                        let yhi = _mm256_loadu_si256(qy.add(64 * c + 32) as *const __m256i);
-                        let mlo = _mm256_maddubs_epi16(lo, ylo);
-                        let mhi = _mm256_maddubs_epi16(hi, yhi);
-                        if VNNI {
-                            sumi[t] = dpwssd256(sumi[t], mlo, slo);
-                            sumh[t] = dpwssd256(sumh[t], mhi, shi);
-                        } else {
-                            let plo = _mm256_madd_epi16(mlo, slo);
-                            let phi = _mm256_madd_epi16(mhi, shi);
-                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
-                        }
-                    }
+        k_rows::<true, NT>(w, bb, a, |i, blk| {
+            let (sc, mins) = k4_scales(blk);
+            // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
+            let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
+            let mut hbits = if HI5 {
+                _mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i)
+            } else {
+                _mm256_setzero_si256()
+            };
+            let mut sumi = [_mm256_setzero_si256(); NT];
+            // The VNNI form's second chain (high nibbles), so that each chain has 4 steps.
+            let mut sumh = [_mm256_setzero_si256(); NT];
+            for c in 0..4 {
+                let bits = _mm256_loadu_si256(qs.add(32 * c) as *const __m256i);
+                let mut lo = _mm256_and_si256(bits, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if HI5 {
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(hbits, one), 4);
+                    let h1 =
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 1), one), 4);
+                    hbits = _mm256_srli_epi16(hbits, 2);
+                    lo = _mm256_or_si256(lo, h0);
+                    hi = _mm256_or_si256(hi, h1);
                 }
+                let (slo, shi) = (word(sc, 2 * c), word(sc, 2 * c + 1));
                 for t in 0..NT {
-                    s8[t][j] = if VNNI {
-                        _mm256_add_epi32(sumi[t], sumh[t])
+                    let qy = a[t].qs.as_ptr().add(256 * i);
+                    let ylo = _mm256_loadu_si256(qy.add(64 * c) as *const __m256i);
+                    let yhi = _mm256_loadu_si256(qy.add(64 * c + 32) as *const __m256i);
+                    let mlo = _mm256_maddubs_epi16(lo, ylo);
+                    let mhi = _mm256_maddubs_epi16(hi, yhi);
+                    if VNNI {
+                        sumi[t] = dpwssd256(sumi[t], mlo, slo);
+                        sumh[t] = dpwssd256(sumh[t], mhi, shi);
                     } else {
-                        sumi[t]
-                    };
-                    m8[t][j] = k4_imin(mins, &a[t], i);
+                        let plo = _mm256_madd_epi16(mlo, slo);
+                        let phi = _mm256_madd_epi16(mhi, shi);
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(plo, phi));
+                    }
                 }
             }
-            k_float_steps::<true, NT>(w.as_ptr().add(bb * i0), bb, m, &s8, &m8, a, i0, &mut acc);
-        }
-        acc.map(|v| hsum8_ps(v))
+            if VNNI {
+                for t in 0..NT {
+                    sumi[t] = _mm256_add_epi32(sumi[t], sumh[t]);
+                }
+            }
+            (sumi, core::array::from_fn(|t| k4_imin(mins, &a[t], i)))
+        })
     }
 
     /// [`dot_k4`] with 512-bit vectors and AVX-512 VNNI: one vector holds a 64-value chunk's
@@ -1278,67 +1324,52 @@ pub(crate) mod avx2 {
         w: &[u8],
         a: &[ActRow; NT],
     ) -> [f32; NT] {
-        let (bb, nb) = k4_blocks::<HI5, NT>(w, a);
+        let (bb, _) = k4_blocks::<HI5, NT>(w, a);
         let m4 = _mm512_set1_epi8(0xF);
         let one = _mm512_set1_epi8(1);
         // Per-word shift counts: 0 for the low 256 bits (low nibbles), 4 for the high ones.
         let nib_shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
-        let mut acc = [_mm256_setzero_ps(); NT];
-        let zero = [[_mm256_setzero_si256(); 8]; NT];
-        for i0 in (0..nb).step_by(8) {
-            let m = (nb - i0).min(8);
-            let (mut s8, mut m8) = (zero, [[_mm_setzero_si128(); 8]; NT]);
-            for j in 0..m {
-                let i = i0 + j;
-                let blk = w.get_unchecked(bb * i..bb * i + bb);
-                prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
-                let (sc, mins) = k4_scales(blk);
-                // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
-                let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
-                let hbits = if HI5 {
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                        blk.as_ptr().add(16) as *const __m256i
-                    ))
-                } else {
-                    _mm512_setzero_si512()
-                };
-                let mut sumi = [_mm512_setzero_si512(); NT];
-                for c in 0..4 {
-                    let bits = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                        qs.add(32 * c) as *const __m256i
-                    ));
-                    let mut q = _mm512_and_si512(_mm512_srlv_epi16(bits, nib_shift), m4);
-                    if HI5 {
-                        // Bit 2c of each byte for the low half, bit 2c + 1 for the high half.
-                        let cnt = _mm512_inserti64x4::<1>(
-                            _mm512_set1_epi16(2 * c as i16),
-                            _mm256_set1_epi16(2 * c as i16 + 1),
-                        );
-                        let h = _mm512_and_si512(_mm512_srlv_epi16(hbits, cnt), one);
-                        q = _mm512_or_si512(q, _mm512_slli_epi16::<4>(h));
-                    }
-                    let s = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(word(sc, 2 * c)),
-                        word(sc, 2 * c + 1),
+        k_rows::<true, NT>(w, bb, a, |i, blk| {
+            let (sc, mins) = k4_scales(blk);
+            // SAFETY: offsets stay within this block and the 256 activation bytes of super-block i.
+            let qs = blk.as_ptr().add(if HI5 { 48 } else { 16 });
+            let hbits = if HI5 {
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i))
+            } else {
+                _mm512_setzero_si512()
+            };
+            let mut sumi = [_mm512_setzero_si512(); NT];
+            for c in 0..4 {
+                let bits =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * c) as *const __m256i));
+                let mut q = _mm512_and_si512(_mm512_srlv_epi16(bits, nib_shift), m4);
+                if HI5 {
+                    // Bit 2c of each byte for the low half, bit 2c + 1 for the high half.
+                    let cnt = _mm512_inserti64x4::<1>(
+                        _mm512_set1_epi16(2 * c as i16),
+                        _mm256_set1_epi16(2 * c as i16 + 1),
                     );
-                    for t in 0..NT {
-                        let y = _mm512_loadu_si512(
-                            a[t].qs.as_ptr().add(256 * i + 64 * c) as *const __m512i
-                        );
-                        sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q, y), s);
-                    }
+                    let h = _mm512_and_si512(_mm512_srlv_epi16(hbits, cnt), one);
+                    q = _mm512_or_si512(q, _mm512_slli_epi16::<4>(h));
                 }
+                let s = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(word(sc, 2 * c)),
+                    word(sc, 2 * c + 1),
+                );
                 for t in 0..NT {
-                    s8[t][j] = _mm256_add_epi32(
-                        _mm512_castsi512_si256(sumi[t]),
-                        _mm512_extracti64x4_epi64::<1>(sumi[t]),
+                    let y = _mm512_loadu_si512(
+                        a[t].qs.as_ptr().add(256 * i + 64 * c) as *const __m512i
                     );
-                    m8[t][j] = k4_imin(mins, &a[t], i);
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q, y), s);
                 }
             }
-            k_float_steps::<true, NT>(w.as_ptr().add(bb * i0), bb, m, &s8, &m8, a, i0, &mut acc);
-        }
-        acc.map(|v| hsum8_ps(v))
+            (
+                sumi.map(|v| {
+                    _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+                }),
+                core::array::from_fn(|t| k4_imin(mins, &a[t], i)),
+            )
+        })
     }
 
     /// [`dot_q4_k`] with AVX-512 BW and VNNI ([`dot_k4_512`]); the same bits.
@@ -1408,95 +1439,56 @@ pub(crate) mod avx2 {
                     && r.bsum.len() == nb * 16
             );
         }
-        let m4 = _mm256_set1_epi8(0xF);
-        let m3 = _mm256_set1_epi8(3);
-        let m30 = _mm256_set1_epi8(0x30);
-        let mut acc = [_mm256_setzero_ps(); NT];
-        let zero = [[_mm256_setzero_si256(); 8]; NT];
-        for i0 in (0..nb).step_by(8) {
-            let m = (nb - i0).min(8);
-            let mut s8 = zero;
-            for j in 0..m {
-                let i = i0 + j;
-                // SAFETY: offsets stay within this 210-byte block, the 256 activation bytes and
-                // the 16 activation sums of super-block i.
-                let p = w.as_ptr().add(210 * i);
-                prefetch(p, PF_DIST, 4);
-                let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
-                let mut sumi = [_mm256_setzero_si256(); NT];
-                // The VNNI form's second chain (odd `j`), so that each chain has 4 steps.
-                let mut sumo = [_mm256_setzero_si256(); NT];
-                for t in 0..NT {
-                    let bs = _mm256_loadu_si256(a[t].bsum.as_ptr().add(16 * i) as *const __m256i);
-                    // −32 · Σ_g sc_g · Σ_{group g} y, exact.
-                    sumi[t] = _mm256_sub_epi32(
-                        sumi[t],
-                        _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bs), 5),
+        k_rows::<false, NT>(w, 210, a, |i, blk| {
+            // SAFETY: offsets stay within this 210-byte block, the 256 activation bytes and
+            // the 16 activation sums of super-block i.
+            let p = blk.as_ptr();
+            let sc_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const __m128i));
+            let mut sumi = [_mm256_setzero_si256(); NT];
+            // The VNNI form's second chain (odd `j`), so that each chain has 4 steps.
+            let mut sumo = [_mm256_setzero_si256(); NT];
+            for t in 0..NT {
+                let bs = _mm256_loadu_si256(a[t].bsum.as_ptr().add(16 * i) as *const __m256i);
+                // −32 · Σ_g sc_g · Σ_{group g} y, exact.
+                sumi[t] =
+                    _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bs), 5));
+            }
+            for h in 0..2 {
+                let q = q6_values(p, h);
+                // 8 scales of this half as i16 in both 128-bit halves.
+                let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(
+                    p.add(192 + 8 * h) as *const __m128i,
+                )));
+                for (j, qj) in q.iter().enumerate() {
+                    // low half: scale 2j, high half: scale 2j+1
+                    let lo = ((4 * j + 1) << 8 | (4 * j)) as i16;
+                    let hi = ((4 * j + 3) << 8 | (4 * j + 2)) as i16;
+                    let s = _mm256_shuffle_epi8(
+                        sc8,
+                        _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)),
                     );
-                }
-                for h in 0..2 {
-                    let b1 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
-                    let b2 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
-                    let bh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
-                    let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m3), 4);
-                    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m3), 4);
-                    let h2 = _mm256_and_si256(bh, m30);
-                    let h3 = _mm256_and_si256(_mm256_srli_epi16(bh, 2), m30);
-                    let q = [
-                        _mm256_or_si256(_mm256_and_si256(b1, m4), h0),
-                        _mm256_or_si256(_mm256_and_si256(b2, m4), h1),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3),
-                    ];
-                    // 8 scales of this half as i16 in both 128-bit halves.
-                    let sc8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(
-                        p.add(192 + 8 * h) as *const __m128i,
-                    )));
-                    for (j, qj) in q.iter().enumerate() {
-                        // low half: scale 2j, high half: scale 2j+1
-                        let lo = ((4 * j + 1) << 8 | (4 * j)) as i16;
-                        let hi = ((4 * j + 3) << 8 | (4 * j + 2)) as i16;
-                        let s = _mm256_shuffle_epi8(
-                            sc8,
-                            _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo)),
+                    for t in 0..NT {
+                        let y = _mm256_loadu_si256(
+                            a[t].qs.as_ptr().add(256 * i + 128 * h + 32 * j) as *const __m256i,
                         );
-                        for t in 0..NT {
-                            let y = _mm256_loadu_si256(
-                                a[t].qs.as_ptr().add(256 * i + 128 * h + 32 * j) as *const __m256i,
-                            );
-                            let m = _mm256_maddubs_epi16(*qj, y);
-                            if !VNNI {
-                                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(m, s));
-                            } else if j % 2 == 0 {
-                                sumi[t] = dpwssd256(sumi[t], m, s);
-                            } else {
-                                sumo[t] = dpwssd256(sumo[t], m, s);
-                            }
+                        let m = _mm256_maddubs_epi16(*qj, y);
+                        if !VNNI {
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(m, s));
+                        } else if j % 2 == 0 {
+                            sumi[t] = dpwssd256(sumi[t], m, s);
+                        } else {
+                            sumo[t] = dpwssd256(sumo[t], m, s);
                         }
                     }
                 }
+            }
+            if VNNI {
                 for t in 0..NT {
-                    s8[t][j] = if VNNI {
-                        _mm256_add_epi32(sumi[t], sumo[t])
-                    } else {
-                        sumi[t]
-                    };
+                    sumi[t] = _mm256_add_epi32(sumi[t], sumo[t]);
                 }
             }
-            // SAFETY: super-blocks i0..i0 + m lie inside the row and every activation row
-            // (asserted above).
-            k_float_steps::<false, NT>(
-                w.as_ptr().add(210 * i0),
-                210,
-                m,
-                &s8,
-                &[[_mm_setzero_si128(); 8]; NT],
-                a,
-                i0,
-                &mut acc,
-            );
-        }
-        acc.map(|v| hsum8_ps(v))
+            (sumi, [_mm_setzero_si128(); NT])
+        })
     }
 
     /// Float dot product with weights produced 8 at a time by `load(k)` (see module docs).

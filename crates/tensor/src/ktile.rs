@@ -113,17 +113,13 @@ impl Kind {
         }
     }
 
-    /// Scaled groups per super-block (sub-blocks of 32 values, Q6_K's groups of 16).
+    /// Scaled groups per super-block (sub-blocks of 32 values, Q6_K's groups of 16): also
+    /// the activation sums per super-block the kernel reads ([`KTiles::build`]'s `per`).
     pub fn groups(self) -> usize {
         match self {
             Kind::Q6K => 16,
             _ => 8,
         }
-    }
-
-    /// Activation sums per super-block the kernel reads ([`KTiles::build`]'s `per`).
-    pub fn sums(self) -> usize {
-        self.groups()
     }
 }
 
@@ -272,7 +268,10 @@ impl KRow {
             match kind {
                 Kind::Q6K => {
                     for h in 0..2 {
-                        for (c, v) in q6_values_avx2(p, h).into_iter().enumerate() {
+                        for (c, v) in crate::kernels::avx2::q6_values(p, h)
+                            .into_iter()
+                            .enumerate()
+                        {
                             _mm256_storeu_si256(o.add(4 * h + c), v);
                         }
                     }
@@ -309,41 +308,9 @@ impl KRow {
     }
 }
 
-/// The values `128h + 32c..+32` (`c < 4`) of the Q6_K super-block at `p` (0..64, as bytes).
-///
-/// # Safety
-/// `p` must point to a whole 210-byte block; the CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn q6_values_avx2(p: *const u8, h: usize) -> [core::arch::x86_64::__m256i; 4] {
-    use core::arch::x86_64::*;
-    let (m4, m3) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(3));
-    // SAFETY: bytes 64h..64h + 64 (low bits) and 128 + 32h..+32 (high bits) lie inside the
-    // block (h < 2).
-    let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const __m256i);
-    let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const __m256i);
-    let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
-    // Two high bits at bit 4 (16-bit shifts: the masks drop what crosses bytes).
-    let hb = |x: __m256i| _mm256_slli_epi16::<4>(_mm256_and_si256(x, m3));
-    let low = |x: __m256i| _mm256_and_si256(x, m4);
-    [
-        _mm256_or_si256(low(ql0), hb(qh)),
-        _mm256_or_si256(low(ql1), hb(_mm256_srli_epi16::<2>(qh))),
-        _mm256_or_si256(
-            low(_mm256_srli_epi16::<4>(ql0)),
-            hb(_mm256_srli_epi16::<4>(qh)),
-        ),
-        _mm256_or_si256(
-            low(_mm256_srli_epi16::<4>(ql1)),
-            hb(_mm256_srli_epi16::<6>(qh)),
-        ),
-    ]
-}
-
 /// Two unpacked weight rows of `kind` against tile `tile` of `act`: `out[i][l]` is, bit for
 /// bit, the row kernel's `dot(row i, token 16·tile + l)`. Rows and tiles must have `act.nsb`
-/// super-blocks, and the tiles [`Kind::sums`]` / 2` sum pairs per super-block.
+/// super-blocks, and the tiles [`Kind::groups`]` / 2` sum pairs per super-block.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and VNNI ([`crate::kernels::has_avx512_vnni`]).
@@ -354,12 +321,6 @@ pub(crate) unsafe fn tile_pair(
     act: &KTiles,
     tile: usize,
 ) -> [[f32; TILE]; 2] {
-    assert_eq!(
-        act.pairs,
-        kind.sums() / 2,
-        "{kind:?} tiles carry {} sum pairs per super-block",
-        kind.sums() / 2
-    );
     match kind {
         Kind::Q4K | Kind::Q5K => tile_pair_impl::<false>(w, act, tile),
         Kind::Q6K => tile_pair_impl::<true>(w, act, tile),
@@ -384,7 +345,11 @@ unsafe fn tile_pair_impl<const Q6: bool>(
         assert!(r.pairs.len() == np * nsb && r.corr.len() == nsb);
         assert!(Q6 || r.dmin.len() == nsb);
     }
-    assert!(act.tiles > tile && act.pairs == np);
+    assert!(act.tiles > tile);
+    assert_eq!(
+        act.pairs, np,
+        "the tiles carry {np} sum pairs per super-block"
+    );
     let ta = &act.act[tile * nsb * 256 * TILE..(tile + 1) * nsb * 256 * TILE];
     let tb = &act.bs[tile * nsb * 2 * np * TILE..(tile + 1) * nsb * 2 * np * TILE];
     let tdy = &act.dy[tile * nsb * TILE..(tile + 1) * nsb * TILE];

@@ -556,7 +556,7 @@ fn matmul_impl(
                     } else {
                         &act.bsum32
                     };
-                    tiles.build(&act.qs, &act.d, sums, kind.sums(), n, w.cols);
+                    tiles.build(&act.qs, &act.d, sums, kind.groups(), n, w.cols);
                     run_tiles(w, n, out, &KTilePath(kind, &tiles), rest);
                     KTILES.with(|c| *c.borrow_mut() = tiles);
                     true

@@ -164,7 +164,7 @@ impl Q6Row {
             let sc = self.header(i, blk);
             for h in 0..2 {
                 // SAFETY: a 210-byte block; the 128 outputs at 256i + 128h lie inside `w16`.
-                let v = crate::ktile::q6_values_avx2(blk.as_ptr(), h);
+                let v = crate::kernels::avx2::q6_values(blk.as_ptr(), h);
                 for (c, v) in v.into_iter().enumerate() {
                     // Values 128h + 32c..+32: groups g and g + 1 of 16.
                     let g = 8 * h + 2 * c;
