@@ -5,7 +5,7 @@ pub mod hf;
 pub mod safetensors;
 
 use crate::error::{Error, Result};
-use deepseek_tensor::{DType, MatRef};
+use deepseek_tensor::{DType, Layout, MatRef};
 use memmap2::Mmap;
 use std::fs::File;
 use std::path::Path;
@@ -47,6 +47,7 @@ pub struct Tensor {
     storage: Arc<Storage>,
     offset: usize,
     len: usize,
+    layout: Layout,
 }
 
 impl Tensor {
@@ -75,6 +76,7 @@ impl Tensor {
             storage,
             offset,
             len,
+            layout: Layout::Rows,
         })
     }
 
@@ -88,7 +90,57 @@ impl Tensor {
             storage: Arc::new(Storage::Owned(bytes)),
             offset: 0,
             len,
+            layout: Layout::Rows,
         }
+    }
+
+    /// How the bytes are ordered.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// This Q4_K matrix repacked in groups of 8 rows for decode ([`Layout::X8`]), in memory of
+    /// its own; `None` for other types, other layouts and row counts not a multiple of 8. The
+    /// mapped file pages it was read from are released (they are not read again), so the
+    /// process holds the tensor's bytes once.
+    pub fn pack_x8(&self) -> Result<Option<Tensor>> {
+        let m = self.mat()?;
+        if self.dtype != DType::Q4_K || self.layout != Layout::Rows || m.rows % 8 != 0 {
+            return Ok(None);
+        }
+        let packed =
+            deepseek_tensor::pack_x8(&m).map_err(|e| Error::tensor(&self.name, e.to_string()))?;
+        if let Storage::Mapped(map) = &*self.storage {
+            // Whole pages inside the tensor's bytes only.
+            let page = 4096;
+            let start = self.offset.next_multiple_of(page);
+            let end = (self.offset + self.len) / page * page;
+            if end > start {
+                // SAFETY: the map is a read-only, private mapping of a file: dropping its pages
+                // only makes the next read (if any) fault them in again from the file, with the
+                // same bytes, so no reference into the map sees a change. The range lies inside
+                // the map (this tensor's bytes, checked at construction).
+                let r = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+                // A refusal only costs memory.
+                let _ = r;
+            }
+        }
+        let len = packed.len();
+        Ok(Some(Tensor {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            storage: Arc::new(Storage::Owned(packed)),
+            offset: 0,
+            len,
+            layout: Layout::X8,
+        }))
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -111,8 +163,11 @@ impl Tensor {
                 ))
             }
         };
-        MatRef::new(self.dtype, rows, cols, self.bytes())
-            .map_err(|e| Error::tensor(&self.name, e.to_string()))
+        match self.layout {
+            Layout::Rows => MatRef::new(self.dtype, rows, cols, self.bytes()),
+            Layout::X8 => MatRef::packed_x8(rows, cols, self.bytes()),
+        }
+        .map_err(|e| Error::tensor(&self.name, e.to_string()))
     }
 
     /// All values as f32 (for small tensors such as norms).
@@ -167,6 +222,9 @@ impl LoadedModel {
 pub struct LoadOptions {
     /// A `tokenizer.json` to use instead of the model's own tokenizer.
     pub tokenizer: Option<std::path::PathBuf>,
+    /// Keep every weight in its file layout: no repacking of Q4_K matrices in groups of 8
+    /// rows for decode (which is done where the CPU has AVX-512 VNNI).
+    pub no_repack: bool,
 }
 
 /// What a model path points at.
@@ -227,7 +285,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             })
         }
         Format::Gguf => {
-            let (file, model, generation, file_bytes) = gguf::load_model(path)?;
+            let (file, mut model, generation, file_bytes) = gguf::load_model(path)?;
+            if !opts.no_repack && deepseek_tensor::x8_fast() {
+                model.repack_x8()?;
+            }
             let tokenizer = match &opts.tokenizer {
                 Some(t) => deepseek_text::Tokenizer::from_file(t)?,
                 None => gguf::tokenizer(&file)?,

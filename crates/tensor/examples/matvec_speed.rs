@@ -12,7 +12,7 @@
 //! weights and the bandwidth buffer in memory advised for transparent huge pages (2 MB pages
 //! instead of 4 KB ones: fewer TLB misses; a memory-mapped model file gets 4 KB pages).
 
-use deepseek_tensor::{matmul, DType, MatRef};
+use deepseek_tensor::{matmul, pack_x8, DType, MatRef};
 use std::time::{Duration, Instant};
 
 fn rng_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -194,6 +194,42 @@ fn main() {
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             let mut out = vec![0f32; n * rows];
+            // MV_X8=1: Q4_K decode through the 8-row packed layout (checked against matmul).
+            let x8 = std::env::var("MV_X8").is_ok() && t == DType::Q4_K && n == 1;
+            let packed: Vec<Vec<u8>> = if x8 {
+                mats.iter()
+                    .map(|m| pack_x8(&MatRef::new(t, rows, cols, m).unwrap()).unwrap())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if x8 {
+                let mut o2 = vec![0f32; rows];
+                let w = MatRef::new(t, rows, cols, &mats[0]).unwrap();
+                matmul(&w, &x, 1, &mut out).unwrap();
+                let p = MatRef::packed_x8(rows, cols, &packed[0]).unwrap();
+                matmul(&p, &x, 1, &mut o2).unwrap();
+                let bad = out
+                    .iter()
+                    .zip(&o2)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert!(
+                    bad == 0,
+                    "{bad} of {rows} differ: {:?} vs {:?}",
+                    &out[..4],
+                    &o2[..4]
+                );
+            }
+            let run = |k: usize, out: &mut [f32]| {
+                if x8 {
+                    let p = MatRef::packed_x8(rows, cols, &packed[k]).unwrap();
+                    matmul(&p, &x, 1, out).unwrap();
+                } else {
+                    let w = MatRef::new(t, rows, cols, &mats[k]).unwrap();
+                    matmul(&w, &x, n, out).unwrap();
+                }
+            };
             for th in [1, 2] {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(th)
@@ -202,9 +238,8 @@ fn main() {
                 pool.install(|| {
                     let mut calls = 0usize;
                     // warm-up
-                    for m in &mats {
-                        let w = MatRef::new(t, rows, cols, m).unwrap();
-                        matmul(&w, &x, n, &mut out).unwrap();
+                    for k in 0..mats.len() {
+                        run(k, &mut out);
                     }
                     // Best batch of several (the machine may be shared): each batch cycles
                     // through all copies once or runs for ~20 ms.
@@ -215,8 +250,7 @@ fn main() {
                         let tb = Instant::now();
                         let mut k = 0;
                         while k < copies || tb.elapsed() < Duration::from_millis(20) {
-                            let w = MatRef::new(t, rows, cols, &mats[calls % copies]).unwrap();
-                            matmul(&w, &x, n, &mut out).unwrap();
+                            run(calls % copies, &mut out);
                             calls += 1;
                             k += 1;
                         }

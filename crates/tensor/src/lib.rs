@@ -46,9 +46,12 @@ pub mod ops;
 #[cfg(target_arch = "x86_64")]
 mod q4tile;
 mod quants;
+mod x8;
 
 pub use dtype::DType;
-pub use matmul::{dequantize, dequantize_row, matmul, matmul_isa, matmul_scalar, quantize, Isa};
+pub use matmul::{
+    dequantize, dequantize_row, matmul, matmul_isa, matmul_scalar, pack_x8, quantize, x8_fast, Isa,
+};
 
 use thiserror::Error;
 
@@ -78,14 +81,25 @@ pub enum TensorError {
     UnsupportedIsa(&'static str),
 }
 
-/// A borrowed row-major matrix in its stored type. The bytes may be unaligned
-/// (they often come straight from a memory-mapped file).
+/// How a matrix's bytes are ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Row after row, each in its type's stored block layout (as in the files).
+    Rows,
+    /// Q4_K only: groups of 8 rows, each group's super-blocks transposed so that 8 rows are
+    /// multiplied at once in decode ([`pack_x8`]); as many bytes as [`Layout::Rows`].
+    X8,
+}
+
+/// A borrowed matrix in its stored type. The bytes may be unaligned (they often come
+/// straight from a memory-mapped file).
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    pub layout: Layout,
 }
 
 impl<'a> MatRef<'a> {
@@ -113,6 +127,21 @@ impl<'a> MatRef<'a> {
             rows,
             cols,
             data,
+            layout: Layout::Rows,
+        })
+    }
+
+    /// A Q4_K matrix packed by [`pack_x8`] (rows a multiple of 8).
+    pub fn packed_x8(rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, TensorError> {
+        if !rows.is_multiple_of(x8::ROWS) {
+            return Err(TensorError::Shape(format!(
+                "an 8-row packed matrix needs rows a multiple of 8, found {rows}"
+            )));
+        }
+        let m = MatRef::new(DType::Q4_K, rows, cols, data)?;
+        Ok(MatRef {
+            layout: Layout::X8,
+            ..m
         })
     }
 
@@ -122,8 +151,34 @@ impl<'a> MatRef<'a> {
     }
 
     /// The stored bytes of row `r`.
+    ///
+    /// # Panics
+    /// For a packed matrix ([`Layout::X8`]), whose rows are not stored whole: see
+    /// [`MatRef::row_to`].
     pub fn row(&self, r: usize) -> &'a [u8] {
+        assert!(
+            self.layout == Layout::Rows,
+            "row {r} of a matrix packed in groups of 8 rows"
+        );
         let rb = self.row_bytes();
         &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Row `r` in its type's stored block layout: the stored bytes, or for a packed matrix
+    /// the row rebuilt in `buf`.
+    pub fn row_to<'b>(&self, r: usize, buf: &'b mut Vec<u8>) -> &'b [u8]
+    where
+        'a: 'b,
+    {
+        match self.layout {
+            Layout::Rows => self.row(r),
+            Layout::X8 => {
+                let rb = self.row_bytes();
+                let g = r / x8::ROWS * x8::ROWS;
+                buf.resize(rb, 0);
+                x8::unpack_row(&self.data[g * rb..(g + x8::ROWS) * rb], r - g, buf);
+                buf
+            }
+        }
     }
 }

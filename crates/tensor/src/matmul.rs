@@ -1,9 +1,10 @@
 //! Matrix products of stored weights with f32 activations, and (de)quantisation entry points.
 
 use crate::act::{ActRow, QAct};
+use crate::x8;
 #[cfg(target_arch = "x86_64")]
 use crate::{amx, ftile, ktile, q4tile};
-use crate::{kernels, quants, DType, MatRef, TensorError};
+use crate::{kernels, quants, DType, Layout, MatRef, TensorError};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -478,9 +479,22 @@ fn matmul_impl(
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
+            // 8-row packed Q4_K: its kernel for up to 15 tokens (each token on its own, the
+            // group's bytes staying in L1 across tokens); whole tiles take the tile paths on
+            // rows rebuilt one at a time.
+            if w.layout == Layout::X8 {
+                let vnni = simd && isa >= Isa::Avx512Vnni && kernels::has_avx512_vnni();
+                if n < X8_MAX_TOKENS || !vnni {
+                    run_x8(w, &rows, out, vnni);
+                    drop(rows);
+                    ACT.with(|c| *c.borrow_mut() = act);
+                    return Ok(());
+                }
+            }
             // One row at a time: four, two, then single tokens.
             let single = |r: usize, t0: usize, t1: usize, o: &mut [f32]| {
-                let wr = w.row(r);
+                let mut buf = Vec::new();
+                let wr = w.row_to(r, &mut buf);
                 let mut t = t0;
                 while t + 4 <= t1 {
                     // A view of four consecutive rows: no copy of the (large) row descriptors.
@@ -502,7 +516,8 @@ fn matmul_impl(
             let pair_rows =
                 |p: QPair, r0: usize, r1: usize, t0: usize, t1: usize, o: &mut [f32]| {
                     let nt = t1 - t0;
-                    let (w0, w1) = (w.row(r0), w.row(r1));
+                    let (mut b0, mut b1) = (Vec::new(), Vec::new());
+                    let (w0, w1) = (w.row_to(r0, &mut b0), w.row_to(r1, &mut b1));
                     let (o0, o1) = o.split_at_mut(nt);
                     let mut t = t0;
                     while t + 4 <= t1 {
@@ -701,12 +716,13 @@ fn run_tiles<T: TilePath>(
                 u.resize_with(UNPACK_ROWS, Default::default);
             }
             let mut buf = [0f32; 2 * q4tile::TILE];
+            let mut rowbuf = Vec::new();
             // Blocks of up to UNPACK_ROWS rows, unpacked once; then each tile of tokens
             // meets every pair of the block while it is in L1/L2.
             for b0 in (r0..r1).step_by(UNPACK_ROWS) {
                 let b1 = (b0 + UNPACK_ROWS).min(r1);
                 for r in b0..b1 {
-                    tiles.unpack(&mut u[r - b0], w.row(r));
+                    tiles.unpack(&mut u[r - b0], w.row_to(r, &mut rowbuf));
                 }
                 // Pairs (r, r + 1); an odd last row is paired with itself.
                 let pairs = |r: usize| (r - b0, (r + 1).min(b1 - 1) - b0, r + 1 < b1);
@@ -784,11 +800,12 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
             let _tiles = unsafe { amx::TileScope::new(kind) };
             let mut o = [[0f32; amx::TILE]; amx::ROWS];
             let mut ot = [[0f32; amx::ROWS]; amx::TILE];
+            let mut bufs: [Vec<u8>; amx::ROWS] = Default::default();
             for blk in i * per..((i + 1) * per).min(blocks) {
                 let (r0, r1) = (blk * amx::ROWS, ((blk + 1) * amx::ROWS).min(rows));
                 let mut rs: [&[u8]; amx::ROWS] = [&[]; amx::ROWS];
-                for r in r0..r1 {
-                    rs[r - r0] = w.row(r);
+                for ((r, row), buf) in (r0..r1).zip(rs.iter_mut()).zip(bufs.iter_mut()) {
+                    *row = w.row_to(r, buf);
                 }
                 unpacked.unpack(kind, &rs[..r1 - r0]);
                 for tile in 0..acts.tiles {
@@ -814,6 +831,54 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
                 }
             }
         });
+    };
+    if ntasks == 1 {
+        body(0);
+    } else {
+        (0..ntasks).into_par_iter().for_each(body);
+    }
+}
+
+/// Batches below this many tokens of an 8-row packed matrix take [`run_x8`] (larger ones
+/// the tile paths, when the CPU has them).
+const X8_MAX_TOKENS: usize = 16;
+
+/// Products with an 8-row packed Q4_K matrix ([`Layout::X8`]): its groups split among the
+/// pool's threads, each group multiplied with every activation row in turn (`vnni`: the
+/// AVX-512 kernel, else its scalar twin).
+fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
+    let rows = w.rows;
+    let gb = w.row_bytes() * x8::ROWS;
+    let groups = rows / x8::ROWS;
+    let threads = rayon::current_num_threads().max(1);
+    let per = groups.div_ceil(threads * 4).max(1);
+    let ntasks = groups.div_ceil(per);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let body = |i: usize| {
+        let p = ptr;
+        for g in i * per..((i + 1) * per).min(groups) {
+            let wg = &w.data[g * gb..(g + 1) * gb];
+            for (t, a) in acts.iter().enumerate() {
+                #[cfg(target_arch = "x86_64")]
+                let v = if vnni {
+                    // SAFETY: `vnni` is only true when the CPU has AVX-512 F, BW, VL and VNNI
+                    // (with AVX2, FMA and F16C).
+                    unsafe { x8::avx512::dot(wg, a) }
+                } else {
+                    x8::dot_scalar(wg, a)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let v = {
+                    let _ = vnni;
+                    x8::dot_scalar(wg, a)
+                };
+                for (r, v) in v.into_iter().enumerate() {
+                    // SAFETY: t < n and 8g + r < rows, so the index is inside `out` (n * rows
+                    // values); group g belongs to this task only.
+                    unsafe { *p.0.add(t * rows + x8::ROWS * g + r) = v };
+                }
+            }
+        }
     };
     if ntasks == 1 {
         body(0);
@@ -895,6 +960,29 @@ fn run_rows(
     }
 }
 
+/// Whether the 8-row packed Q4_K kernel runs on this CPU (AVX-512 VNNI, and no narrower path
+/// chosen with `DEEPSEEK_ISA`): where it does not, packing would only cost time.
+pub fn x8_fast() -> bool {
+    Isa::current() >= Isa::Avx512Vnni && kernels::has_avx512_vnni()
+}
+
+/// The Q4_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for decode (the
+/// `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes as `w`.
+pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
+    if w.dtype != DType::Q4_K || w.layout != Layout::Rows || !w.rows.is_multiple_of(x8::ROWS) {
+        return Err(TensorError::Shape(format!(
+            "8-row packing takes Q4_K with rows a multiple of 8, not {}x{} {}",
+            w.rows, w.cols, w.dtype
+        )));
+    }
+    let rb = w.dtype.row_bytes(w.cols)?;
+    let mut out = vec![0u8; rb * w.rows];
+    out.par_chunks_mut(rb * x8::ROWS)
+        .enumerate()
+        .for_each(|(g, o)| x8::pack(core::array::from_fn(|r| w.row(8 * g + r)), o));
+    Ok(out)
+}
+
 /// Dequantise row `r` of `w` into `out` (`w.cols` values).
 pub fn dequantize_row(w: &MatRef, r: usize, out: &mut [f32]) -> Result<(), TensorError> {
     if r >= w.rows {
@@ -911,11 +999,11 @@ pub fn dequantize_row(w: &MatRef, r: usize, out: &mut [f32]) -> Result<(), Tenso
         )));
     }
     let rb = w.dtype.row_bytes(w.cols)?;
-    let row = w
-        .data
-        .get(r * rb..(r + 1) * rb)
-        .ok_or_else(|| TensorError::Shape(format!("row {r} is outside the data")))?;
-    dequantize(w.dtype, row, &mut out[..w.cols])
+    if w.data.len() < (r + 1) * rb {
+        return Err(TensorError::Shape(format!("row {r} is outside the data")));
+    }
+    let mut buf = Vec::new();
+    dequantize(w.dtype, w.row_to(r, &mut buf), &mut out[..w.cols])
 }
 
 /// Dequantise `data` (a whole number of blocks of `dtype`) into `out`.

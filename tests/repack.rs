@@ -1,0 +1,172 @@
+//! Q4_K weights repacked in groups of 8 rows (`Model::repack_x8`, done at load for GGUF files
+//! on CPUs with AVX-512 VNNI) give the same logits, bit for bit, as the file layout: decode
+//! steps of one and of two sequences (the packed kernel) and prompts of 20 tokens (the tile
+//! paths on rebuilt rows); tensors that are not Q4_K matrices of 8-row groups keep their layout.
+
+use deepseek::loader::{Storage, Tensor, TensorSource};
+use deepseek::model::{CacheType, Logits, Model, ModelConfig, Naming, SeqInput};
+use deepseek_tensor::{quantize, DType, Layout};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+struct Source(HashMap<String, Tensor>);
+
+impl TensorSource for Source {
+    fn get(&self, name: &str) -> Option<Tensor> {
+        self.0.get(name).cloned()
+    }
+    fn describe(&self) -> String {
+        "synthetic tensors".into()
+    }
+}
+
+fn rng_vec(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        })
+        .collect()
+}
+
+fn tensor(name: &str, ty: DType, shape: Vec<usize>, seed: &mut u64, scale: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v = rng_vec(seed, n, scale);
+    let bytes = quantize(ty, &v).unwrap();
+    let len = bytes.len();
+    Tensor::new(
+        name.to_string(),
+        ty,
+        shape,
+        Arc::new(Storage::Owned(bytes)),
+        0,
+        len,
+    )
+    .unwrap()
+}
+
+/// A 2-layer LLaMA of hidden size 256 (GQA: 4 query heads, 2 key/value heads), FFN 512,
+/// vocabulary 72: every matrix Q4_K except the output head (Q6_K) and one FFN down
+/// projection (Q8_0), norms F32.
+fn model() -> Model {
+    let cfg = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": 256, "intermediate_size": 512, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 72,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 64,
+        "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2
+    });
+    let config = ModelConfig::from_hf_value(&cfg, Path::new("config.json")).unwrap();
+    let mut seed = 0x5eed_1234_abcd_0001u64;
+    let mut t = HashMap::new();
+    let mut put = |name: String, ty: DType, shape: Vec<usize>, scale: f32| {
+        let x = tensor(&name, ty, shape, &mut seed, scale);
+        t.insert(name, x);
+    };
+    put("token_embd.weight".into(), DType::Q4_K, vec![72, 256], 2.0);
+    put("output.weight".into(), DType::Q6_K, vec![72, 256], 0.5);
+    put("output_norm.weight".into(), DType::F32, vec![256], 2.0);
+    for i in 0..2 {
+        let b = |s: &str| format!("blk.{i}.{s}.weight");
+        put(b("attn_norm"), DType::F32, vec![256], 2.0);
+        put(b("ffn_norm"), DType::F32, vec![256], 2.0);
+        put(b("attn_q"), DType::Q4_K, vec![256, 256], 0.3);
+        put(b("attn_k"), DType::Q4_K, vec![128, 256], 0.3);
+        put(b("attn_v"), DType::Q4_K, vec![128, 256], 0.3);
+        put(b("attn_output"), DType::Q4_K, vec![256, 256], 0.3);
+        put(b("ffn_gate"), DType::Q4_K, vec![512, 256], 0.3);
+        put(b("ffn_up"), DType::Q4_K, vec![512, 256], 0.3);
+        let down = if i == 0 { DType::Q4_K } else { DType::Q8_0 };
+        put(b("ffn_down"), down, vec![256, 512], 0.3);
+    }
+    Model::load(config, &Source(t), Naming::Gguf).unwrap()
+}
+
+/// Logits of a 20-token prompt (all positions), then 6 decode steps of two sequences
+/// together and 3 of one alone.
+fn run(m: &Model) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    let prompt: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % 72).collect();
+    let (mut c1, mut c2) = (
+        m.new_cache(64, CacheType::F32),
+        m.new_cache(64, CacheType::F32),
+    );
+    let mut s = [SeqInput {
+        tokens: &prompt,
+        cache: &mut c1,
+        logits: Logits::All,
+    }];
+    out.extend(m.forward(&mut s).unwrap());
+    let mut s = [SeqInput {
+        tokens: &prompt[..5],
+        cache: &mut c2,
+        logits: Logits::Last,
+    }];
+    out.extend(m.forward(&mut s).unwrap());
+    for step in 0..6u32 {
+        let (a, b) = ([step % 72], [(step * 5 + 1) % 72]);
+        let mut s = [
+            SeqInput {
+                tokens: &a,
+                cache: &mut c1,
+                logits: Logits::Last,
+            },
+            SeqInput {
+                tokens: &b,
+                cache: &mut c2,
+                logits: Logits::Last,
+            },
+        ];
+        out.extend(m.forward(&mut s).unwrap());
+    }
+    for step in 0..3u32 {
+        let a = [(step * 11) % 72];
+        let mut s = [SeqInput {
+            tokens: &a,
+            cache: &mut c1,
+            logits: Logits::Last,
+        }];
+        out.extend(m.forward(&mut s).unwrap());
+    }
+    out
+}
+
+#[test]
+fn repacked_q4_k_gives_the_same_logits() {
+    let plain = model();
+    let mut packed = model();
+    // 7 matrices in layer 0, 6 in layer 1 (its down projection is Q8_0); not the embedding,
+    // not the Q6_K head.
+    assert_eq!(packed.repack_x8().unwrap(), 13);
+    assert_eq!(packed.repack_x8().unwrap(), 0, "repacking twice");
+    let (a, b) = (run(&plain), run(&packed));
+    assert_eq!(a.len(), b.len());
+    let mut values = 0;
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.len(), y.len());
+        for (j, (u, v)) in x.iter().zip(y).enumerate() {
+            assert!(u.is_finite(), "output {i} value {j}: {u}");
+            assert_eq!(u.to_bits(), v.to_bits(), "output {i} value {j}: {u} vs {v}");
+            values += 1;
+        }
+    }
+    assert_eq!(values, (20 + 1 + 12 + 3) * 72);
+}
+
+#[test]
+fn only_q4_k_matrices_of_8_row_groups_are_packed() {
+    let mut seed = 9;
+    let q4k = tensor("a", DType::Q4_K, vec![16, 256], &mut seed, 1.0);
+    let p = q4k.pack_x8().unwrap().expect("packed");
+    assert_eq!(p.layout(), Layout::X8);
+    assert_eq!(p.bytes().len(), q4k.bytes().len());
+    assert_eq!(p.mat().unwrap().layout, Layout::X8);
+    assert!(p.pack_x8().unwrap().is_none(), "already packed");
+    let odd = tensor("b", DType::Q4_K, vec![12, 256], &mut seed, 1.0);
+    assert!(odd.pack_x8().unwrap().is_none());
+    let q6 = tensor("c", DType::Q6_K, vec![16, 256], &mut seed, 1.0);
+    assert!(q6.pack_x8().unwrap().is_none());
+}
