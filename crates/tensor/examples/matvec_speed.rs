@@ -195,7 +195,7 @@ fn main() {
                 .collect();
             let mut out = vec![0f32; n * rows];
             // MV_X8=1: Q4_K decode through the 8-row packed layout (checked against matmul).
-            let x8 = std::env::var("MV_X8").is_ok() && t == DType::Q4_K && n == 1;
+            let x8 = std::env::var("MV_X8").is_ok() && t == DType::Q4_K;
             let packed: Vec<Vec<u8>> = if x8 {
                 mats.iter()
                     .map(|m| pack_x8(&MatRef::new(t, rows, cols, m).unwrap()).unwrap())
@@ -206,9 +206,10 @@ fn main() {
             if x8 {
                 let mut o2 = vec![0f32; rows];
                 let w = MatRef::new(t, rows, cols, &mats[0]).unwrap();
-                matmul(&w, &x, 1, &mut out).unwrap();
+                matmul(&w, &x, n, &mut out).unwrap();
                 let p = MatRef::packed_x8(rows, cols, &packed[0]).unwrap();
-                matmul(&p, &x, 1, &mut o2).unwrap();
+                o2.resize(n * rows, 0.0);
+                matmul(&p, &x, n, &mut o2).unwrap();
                 let bad = out
                     .iter()
                     .zip(&o2)
@@ -224,7 +225,7 @@ fn main() {
             let run = |k: usize, out: &mut [f32]| {
                 if x8 {
                     let p = MatRef::packed_x8(rows, cols, &packed[k]).unwrap();
-                    matmul(&p, &x, 1, out).unwrap();
+                    matmul(&p, &x, n, out).unwrap();
                 } else {
                     let w = MatRef::new(t, rows, cols, &mats[k]).unwrap();
                     matmul(&w, &x, n, out).unwrap();

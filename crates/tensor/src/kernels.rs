@@ -385,10 +385,12 @@ pub(crate) mod avx2 {
         }
     }
 
-    /// How far ahead the float and Q4_0 kernels prefetch, into L2 ([`prefetch_l2`]). They
-    /// do the least arithmetic per weight byte and wait on memory: on Zen 4, 8 KB ahead into
-    /// L2 instead of [`PF_DIST`] into L1 made BF16 decode 1.5-1.7x and Q4_0 decode about
-    /// 1.08x faster; the K-quant and Q8_0 kernels showed no difference, and keep [`prefetch`].
+    /// How far ahead the float, Q4_0 and K-quant row kernels prefetch, into L2
+    /// ([`prefetch_l2`]). On Zen 4, 8 KB ahead into L2 instead of [`PF_DIST`] into L1 made
+    /// BF16 decode 1.5-1.7x and Q4_0 decode about 1.08x faster; for the K-quants it showed
+    /// only once their Q4_K matrices went to the packed kernel (`x8`): Q4_K_M decode, where
+    /// the Q6_K row kernel then takes a quarter of the time, 6.55 against 7.22 tokens/s on
+    /// average over five alternated pairs, each pair the same way. Q8_0 keeps [`prefetch`].
     const L2_PF_DIST: usize = 8192;
 
     #[inline(always)]
@@ -1241,7 +1243,7 @@ pub(crate) mod avx2 {
             for j in 0..m {
                 let i = i0 + j;
                 let blk = w.get_unchecked(bb * i..bb * i + bb);
-                prefetch(blk.as_ptr(), PF_DIST, bb.div_ceil(64));
+                prefetch_l2(blk.as_ptr(), L2_PF_DIST, bb.div_ceil(64));
                 let (si, mi) = block(i, blk);
                 for t in 0..NT {
                     s8[t][j] = si[t];
