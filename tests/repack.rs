@@ -1,7 +1,7 @@
-//! Q4_K weights repacked in groups of 8 rows (`Model::repack_x8`, done at load for GGUF files
-//! on CPUs with AVX-512 VNNI) give the same logits, bit for bit, as the file layout: decode
-//! steps of one and of two sequences (the packed kernel) and prompts of 20 tokens (the tile
-//! paths on rebuilt rows); tensors that are not Q4_K matrices of 8-row groups keep their layout.
+//! Q4_0 and Q4_K weights repacked in groups of 8 rows (`Model::repack_x8`, done at load for
+//! GGUF files on CPUs with AVX-512 VNNI) give the same logits, bit for bit, as the file
+//! layout: decode steps of one and of two sequences (the packed kernels) and prompts of 20
+//! tokens (the tile paths on rebuilt rows); other tensors keep their layout.
 
 use deepseek::loader::{Storage, Tensor, TensorSource};
 use deepseek::model::{CacheType, Logits, Model, ModelConfig, Naming, SeqInput};
@@ -49,8 +49,8 @@ fn tensor(name: &str, ty: DType, shape: Vec<usize>, seed: &mut u64, scale: f32) 
 }
 
 /// A 2-layer LLaMA of hidden size 256 (GQA: 4 query heads, 2 key/value heads), FFN 512,
-/// vocabulary 72: every matrix Q4_K except the output head (Q6_K) and one FFN down
-/// projection (Q8_0), norms F32.
+/// vocabulary 72: matrices Q4_K, except the output head (Q6_K), one FFN down projection
+/// (Q8_0) and the second layer's attention output and FFN up projection (Q4_0); norms F32.
 fn model() -> Model {
     let cfg = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -76,9 +76,10 @@ fn model() -> Model {
         put(b("attn_q"), DType::Q4_K, vec![256, 256], 0.3);
         put(b("attn_k"), DType::Q4_K, vec![128, 256], 0.3);
         put(b("attn_v"), DType::Q4_K, vec![128, 256], 0.3);
-        put(b("attn_output"), DType::Q4_K, vec![256, 256], 0.3);
+        let q4 = if i == 1 { DType::Q4_0 } else { DType::Q4_K };
+        put(b("attn_output"), q4, vec![256, 256], 0.3);
         put(b("ffn_gate"), DType::Q4_K, vec![512, 256], 0.3);
-        put(b("ffn_up"), DType::Q4_K, vec![512, 256], 0.3);
+        put(b("ffn_up"), q4, vec![512, 256], 0.3);
         let down = if i == 0 { DType::Q4_K } else { DType::Q8_0 };
         put(b("ffn_down"), down, vec![256, 512], 0.3);
     }
@@ -135,11 +136,11 @@ fn run(m: &Model) -> Vec<Vec<f32>> {
 }
 
 #[test]
-fn repacked_q4_k_gives_the_same_logits() {
+fn repacked_weights_give_the_same_logits() {
     let plain = model();
     let mut packed = model();
-    // 7 matrices in layer 0, 6 in layer 1 (its down projection is Q8_0); not the embedding,
-    // not the Q6_K head.
+    // 7 matrices in layer 0, 6 in layer 1 (its down projection is Q8_0; two are Q4_0); not
+    // the embedding, not the Q6_K head.
     assert_eq!(packed.repack_x8().unwrap(), 13);
     assert_eq!(packed.repack_x8().unwrap(), 0, "repacking twice");
     let (a, b) = (run(&plain), run(&packed));
@@ -157,7 +158,7 @@ fn repacked_q4_k_gives_the_same_logits() {
 }
 
 #[test]
-fn only_q4_k_matrices_of_8_row_groups_are_packed() {
+fn only_q4_0_and_q4_k_matrices_of_8_row_groups_are_packed() {
     let mut seed = 9;
     let q4k = tensor("a", DType::Q4_K, vec![16, 256], &mut seed, 1.0);
     let p = q4k.pack_x8().unwrap().expect("packed");
@@ -169,4 +170,6 @@ fn only_q4_k_matrices_of_8_row_groups_are_packed() {
     assert!(odd.pack_x8().unwrap().is_none());
     let q6 = tensor("c", DType::Q6_K, vec![16, 256], &mut seed, 1.0);
     assert!(q6.pack_x8().unwrap().is_none());
+    let q40 = tensor("d", DType::Q4_0, vec![8, 64], &mut seed, 1.0);
+    assert_eq!(q40.pack_x8().unwrap().expect("packed").layout(), Layout::X8);
 }

@@ -99,13 +99,17 @@ impl Tensor {
         self.layout
     }
 
-    /// This Q4_K matrix repacked in groups of 8 rows for decode ([`Layout::X8`]), in memory of
-    /// its own; `None` for other types, other layouts and row counts not a multiple of 8. The
+    /// This Q4_0 or Q4_K matrix repacked in groups of 8 rows for decode ([`Layout::X8`]), in
+    /// memory of its own; `None` for other types, other layouts and row counts not a multiple
+    /// of 8. The
     /// mapped file pages it was read from are released (they are not read again), so the
     /// process holds the tensor's bytes once.
     pub fn pack_x8(&self) -> Result<Option<Tensor>> {
         let m = self.mat()?;
-        if self.dtype != DType::Q4_K || self.layout != Layout::Rows || m.rows % 8 != 0 {
+        if !matches!(self.dtype, DType::Q4_0 | DType::Q4_K)
+            || self.layout != Layout::Rows
+            || m.rows % 8 != 0
+        {
             return Ok(None);
         }
         let packed =
@@ -165,7 +169,7 @@ impl Tensor {
         };
         match self.layout {
             Layout::Rows => MatRef::new(self.dtype, rows, cols, self.bytes()),
-            Layout::X8 => MatRef::packed_x8(rows, cols, self.bytes()),
+            Layout::X8 => MatRef::packed_x8(self.dtype, rows, cols, self.bytes()),
         }
         .map_err(|e| Error::tensor(&self.name, e.to_string()))
     }
@@ -222,8 +226,8 @@ impl LoadedModel {
 pub struct LoadOptions {
     /// A `tokenizer.json` to use instead of the model's own tokenizer.
     pub tokenizer: Option<std::path::PathBuf>,
-    /// Keep every weight in its file layout: no repacking of Q4_K matrices in groups of 8
-    /// rows for decode (which is done where the CPU has AVX-512 VNNI).
+    /// Keep every weight in its file layout: no repacking of Q4_0 and Q4_K matrices in groups
+    /// of 8 rows for decode (which is done where the CPU has AVX-512 VNNI).
     pub no_repack: bool,
 }
 

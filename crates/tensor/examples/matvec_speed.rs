@@ -194,8 +194,8 @@ fn main() {
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             let mut out = vec![0f32; n * rows];
-            // MV_X8=1: Q4_K decode through the 8-row packed layout (checked against matmul).
-            let x8 = std::env::var("MV_X8").is_ok() && t == DType::Q4_K;
+            // MV_X8=1: Q4_0 and Q4_K through the 8-row packed layout (checked against matmul).
+            let x8 = std::env::var("MV_X8").is_ok() && matches!(t, DType::Q4_0 | DType::Q4_K);
             let packed: Vec<Vec<u8>> = if x8 {
                 mats.iter()
                     .map(|m| pack_x8(&MatRef::new(t, rows, cols, m).unwrap()).unwrap())
@@ -207,7 +207,7 @@ fn main() {
                 let mut o2 = vec![0f32; rows];
                 let w = MatRef::new(t, rows, cols, &mats[0]).unwrap();
                 matmul(&w, &x, n, &mut out).unwrap();
-                let p = MatRef::packed_x8(rows, cols, &packed[0]).unwrap();
+                let p = MatRef::packed_x8(t, rows, cols, &packed[0]).unwrap();
                 o2.resize(n * rows, 0.0);
                 matmul(&p, &x, n, &mut o2).unwrap();
                 let bad = out
@@ -224,7 +224,7 @@ fn main() {
             }
             let run = |k: usize, out: &mut [f32]| {
                 if x8 {
-                    let p = MatRef::packed_x8(rows, cols, &packed[k]).unwrap();
+                    let p = MatRef::packed_x8(t, rows, cols, &packed[k]).unwrap();
                     matmul(&p, &x, n, out).unwrap();
                 } else {
                     let w = MatRef::new(t, rows, cols, &mats[k]).unwrap();

@@ -86,8 +86,8 @@ pub enum TensorError {
 pub enum Layout {
     /// Row after row, each in its type's stored block layout (as in the files).
     Rows,
-    /// Q4_K only: groups of 8 rows, each group's super-blocks transposed so that 8 rows are
-    /// multiplied at once in decode ([`pack_x8`]); as many bytes as [`Layout::Rows`].
+    /// Q4_0 and Q4_K only: groups of 8 rows, each group's blocks transposed so that 8 rows
+    /// are multiplied at once in decode ([`pack_x8`]); as many bytes as [`Layout::Rows`].
     X8,
 }
 
@@ -131,14 +131,19 @@ impl<'a> MatRef<'a> {
         })
     }
 
-    /// A Q4_K matrix packed by [`pack_x8`] (rows a multiple of 8).
-    pub fn packed_x8(rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, TensorError> {
-        if !rows.is_multiple_of(x8::ROWS) {
+    /// A Q4_0 or Q4_K matrix packed by [`pack_x8`] (rows a multiple of 8).
+    pub fn packed_x8(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, TensorError> {
+        if x8::Kind::of(dtype).is_none() || !rows.is_multiple_of(x8::ROWS) {
             return Err(TensorError::Shape(format!(
-                "an 8-row packed matrix needs rows a multiple of 8, found {rows}"
+                "8-row packing takes Q4_0 or Q4_K with rows a multiple of 8, not {rows}x{cols} {dtype}"
             )));
         }
-        let m = MatRef::new(DType::Q4_K, rows, cols, data)?;
+        let m = MatRef::new(dtype, rows, cols, data)?;
         Ok(MatRef {
             layout: Layout::X8,
             ..m
@@ -173,10 +178,11 @@ impl<'a> MatRef<'a> {
         match self.layout {
             Layout::Rows => self.row(r),
             Layout::X8 => {
+                let kind = x8::Kind::of(self.dtype).expect("packed matrices are Q4_0 or Q4_K");
                 let rb = self.row_bytes();
                 let g = r / x8::ROWS * x8::ROWS;
                 buf.resize(rb, 0);
-                x8::unpack_row(&self.data[g * rb..(g + x8::ROWS) * rb], r - g, buf);
+                x8::unpack_row(kind, &self.data[g * rb..(g + x8::ROWS) * rb], r - g, buf);
                 buf
             }
         }

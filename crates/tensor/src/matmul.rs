@@ -479,7 +479,7 @@ fn matmul_impl(
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
-            // 8-row packed Q4_K: its kernel for up to 15 tokens (each token on its own, the
+            // 8-row packed Q4_0 or Q4_K: its kernel for up to 15 tokens (each token on its own, the
             // group's bytes staying in L1 across tokens); whole tiles take the tile paths on
             // rows rebuilt one at a time.
             if w.layout == Layout::X8 {
@@ -843,10 +843,11 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
 /// the tile paths, when the CPU has them).
 const X8_MAX_TOKENS: usize = 16;
 
-/// Products with an 8-row packed Q4_K matrix ([`Layout::X8`]): its groups split among the
+/// Products with an 8-row packed Q4_0 or Q4_K matrix ([`Layout::X8`]): its groups split among the
 /// pool's threads, each group multiplied with every activation row in turn (`vnni`: the
 /// AVX-512 kernel, else its scalar twin).
 fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
+    let kind = x8::Kind::of(w.dtype).expect("packed matrices are Q4_0 or Q4_K");
     let rows = w.rows;
     let gb = w.row_bytes() * x8::ROWS;
     let groups = rows / x8::ROWS;
@@ -858,25 +859,46 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
         let p = ptr;
         for g in i * per..((i + 1) * per).min(groups) {
             let wg = &w.data[g * gb..(g + 1) * gb];
-            for (t, a) in acts.iter().enumerate() {
+            // SAFETY (for `put`): t < n and 8g + r < rows, so the index is inside `out`
+            // (n * rows values); group g belongs to this task only.
+            let put = |t: usize, v: [f32; x8::ROWS]| {
+                for (r, v) in v.into_iter().enumerate() {
+                    unsafe { *p.0.add(t * rows + x8::ROWS * g + r) = v };
+                }
+            };
+            let mut t = 0;
+            #[cfg(target_arch = "x86_64")]
+            if vnni && kind == x8::Kind::Q4_0 {
+                // Two tokens per pass: the weights unpacked once for both.
+                while t + 2 <= acts.len() {
+                    let two: &[ActRow; 2] = acts[t..t + 2].try_into().expect("two rows");
+                    // SAFETY: `vnni` is only true when the CPU has AVX-512 F, BW, VL and
+                    // VNNI (with AVX2, FMA and F16C).
+                    let v = unsafe { x8::avx512::dot_q4_0::<2>(wg, two) };
+                    put(t, v[0]);
+                    put(t + 1, v[1]);
+                    t += 2;
+                }
+            }
+            for (t, a) in acts.iter().enumerate().skip(t) {
                 #[cfg(target_arch = "x86_64")]
                 let v = if vnni {
-                    // SAFETY: `vnni` is only true when the CPU has AVX-512 F, BW, VL and VNNI
-                    // (with AVX2, FMA and F16C).
-                    unsafe { x8::avx512::dot(wg, a) }
+                    // SAFETY: as above.
+                    unsafe {
+                        match kind {
+                            x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<1>(wg, &[*a])[0],
+                            x8::Kind::Q4K => x8::avx512::dot_q4_k(wg, a),
+                        }
+                    }
                 } else {
-                    x8::dot_scalar(wg, a)
+                    x8::dot_scalar(kind, wg, a)
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 let v = {
                     let _ = vnni;
-                    x8::dot_scalar(wg, a)
+                    x8::dot_scalar(kind, wg, a)
                 };
-                for (r, v) in v.into_iter().enumerate() {
-                    // SAFETY: t < n and 8g + r < rows, so the index is inside `out` (n * rows
-                    // values); group g belongs to this task only.
-                    unsafe { *p.0.add(t * rows + x8::ROWS * g + r) = v };
-                }
+                put(t, v);
             }
         }
     };
@@ -960,26 +982,33 @@ fn run_rows(
     }
 }
 
-/// Whether the 8-row packed Q4_K kernel runs on this CPU (AVX-512 VNNI, and no narrower path
+/// Whether the 8-row packed Q4_0 and Q4_K kernels run on this CPU (AVX-512 VNNI, and no narrower path
 /// chosen with `DEEPSEEK_ISA`): where it does not, packing would only cost time.
 pub fn x8_fast() -> bool {
     Isa::current() >= Isa::Avx512Vnni && kernels::has_avx512_vnni()
 }
 
-/// The Q4_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for decode (the
-/// `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes as `w`.
+/// The Q4_0 or Q4_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
+/// decode (the `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes.
 pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
-    if w.dtype != DType::Q4_K || w.layout != Layout::Rows || !w.rows.is_multiple_of(x8::ROWS) {
-        return Err(TensorError::Shape(format!(
-            "8-row packing takes Q4_K with rows a multiple of 8, not {}x{} {}",
-            w.rows, w.cols, w.dtype
-        )));
-    }
+    let kind =
+        match x8::Kind::of(w.dtype) {
+            Some(k) if w.layout == Layout::Rows && w.rows.is_multiple_of(x8::ROWS) => k,
+            _ => {
+                return Err(TensorError::Shape(format!(
+                "8-row packing takes Q4_0 or Q4_K rows (a multiple of 8 of them), not {}x{} {}{}",
+                w.rows,
+                w.cols,
+                w.dtype,
+                if w.layout == Layout::X8 { " already packed" } else { "" }
+            )))
+            }
+        };
     let rb = w.dtype.row_bytes(w.cols)?;
     let mut out = vec![0u8; rb * w.rows];
     out.par_chunks_mut(rb * x8::ROWS)
         .enumerate()
-        .for_each(|(g, o)| x8::pack(core::array::from_fn(|r| w.row(8 * g + r)), o));
+        .for_each(|(g, o)| x8::pack(kind, core::array::from_fn(|r| w.row(8 * g + r)), o));
     Ok(out)
 }
 

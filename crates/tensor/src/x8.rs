@@ -1,13 +1,13 @@
-//! Q4_K weights repacked in groups of 8 rows for decode (one token per product).
+//! Q4_0 and Q4_K weights repacked in groups of 8 rows for decode (one token per product).
 //!
-//! The row kernels read one weight row at a time: for each super-block they unpack its
+//! The row kernels read one weight row at a time: for each Q4_K super-block they unpack its
 //! scales, broadcast each sub-block's scale across a vector and multiply 16-bit pair sums by
 //! it, about 70 vector operations per row and super-block. In the packed layout the same
-//! super-block of 8 consecutive rows lies together with its bytes transposed, so that lane
-//! `r` of every vector belongs to row `r`: the activations become the broadcast operand of
+//! block of 8 consecutive rows lies together with its bytes transposed, so that lane `r` of
+//! every vector belongs to row `r`: the activations become the broadcast operand of
 //! `vpdpbusd`, one instruction takes 4 values of 8 rows, each sub-block's scale multiplies 8
-//! rows' sums at once, and the scale unpacking runs on 8 rows at a time. The packed bytes are
-//! as many as the original ones (1152 per group and super-block):
+//! rows' sums at once, and the scale unpacking runs on 8 rows at a time. The packed bytes
+//! are as many as the original ones. Q4_K (1152 bytes per group and super-block):
 //!
 //! | bytes | content |
 //! |---|---|
@@ -16,78 +16,130 @@
 //! | 32..128 | the 12 scale bytes of each row, as three vectors of 8 dwords (dword `j` of row `r` at `32 + 32j + 4r`) |
 //! | 128..1152 | the 128 value bytes: for chunk `c < 4` and step `s < 8`, 32 bytes at `128 + 32(8c + s)`, row `r`'s bytes `32c + 4s..+4` at `4r` |
 //!
-//! The arithmetic is the K-quant definition of the `kernels` module, row by row (exact
-//! integer sums per super-block, the float steps into accumulator `i % 8`, then `hsum8`), so
-//! the results are bit for bit those of the row kernels and of [`crate::matmul_scalar`].
+//! Q4_0 (144 bytes per group and block of 32): `d` of rows 0..8 at 0..16, then for `k < 4`
+//! 32 bytes at `16 + 32k` holding row `r`'s value bytes `4k..4k + 4` at `4r`.
+//!
+//! The arithmetic is each type's definition in the `kernels` module, row by row (Q4_K: exact
+//! integer sums per super-block, the float steps into accumulator `i % 8`, then `hsum8`;
+//! Q4_0: its two lanes per block of a group of 4), so the results are bit for bit those of
+//! the row kernels and of [`crate::matmul_scalar`].
 
 use crate::act::ActRow;
+use crate::DType;
 
-/// Bytes of a Q4_K super-block of one row.
-const BB: usize = 144;
 /// Rows per group.
 pub(crate) const ROWS: usize = 8;
-/// Bytes of one group's super-block.
-pub(crate) const GB: usize = ROWS * BB;
 
-/// Packs 8 Q4_K rows of `nb` super-blocks each (`rows[r].len() == nb * 144`) into `out`
-/// (`nb * 1152` bytes), in the layout of the module documentation.
-pub(crate) fn pack(rows: [&[u8]; ROWS], out: &mut [u8]) {
-    let nb = out.len() / GB;
-    assert!(out.len() == nb * GB && rows.iter().all(|r| r.len() == nb * BB));
-    for i in 0..nb {
-        let o = &mut out[GB * i..GB * (i + 1)];
-        for (r, row) in rows.iter().enumerate() {
-            let b = &row[BB * i..BB * (i + 1)];
-            o[2 * r..2 * r + 2].copy_from_slice(&b[0..2]);
-            o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&b[2..4]);
-            for j in 0..3 {
-                o[32 + 32 * j + 4 * r..32 + 32 * j + 4 * r + 4]
-                    .copy_from_slice(&b[4 + 4 * j..8 + 4 * j]);
+/// A weight type with a packed layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Q4_0,
+    Q4K,
+}
+
+impl Kind {
+    pub(crate) fn of(t: DType) -> Option<Kind> {
+        match t {
+            DType::Q4_0 => Some(Kind::Q4_0),
+            DType::Q4_K => Some(Kind::Q4K),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one row's block (Q4_0: 32 values, Q4_K: a super-block of 256).
+    pub(crate) fn block_bytes(self) -> usize {
+        match self {
+            Kind::Q4_0 => 18,
+            Kind::Q4K => 144,
+        }
+    }
+
+    /// The layout: `f(src, dst, len)` for each piece of a block, `len` bytes at `src` in a
+    /// row's block going to `dst + len·r` for row `r` in the group's block.
+    #[inline(always)]
+    fn pieces(self, mut f: impl FnMut(usize, usize, usize)) {
+        match self {
+            Kind::Q4_0 => {
+                f(0, 0, 2);
+                for k in 0..4 {
+                    f(2 + 4 * k, 16 + 32 * k, 4);
+                }
             }
-            for c in 0..4 {
-                for s in 0..8 {
-                    let at = 128 + 32 * (8 * c + s) + 4 * r;
-                    o[at..at + 4].copy_from_slice(&b[16 + 32 * c + 4 * s..20 + 32 * c + 4 * s]);
+            Kind::Q4K => {
+                f(0, 0, 2);
+                f(2, 16, 2);
+                for j in 0..3 {
+                    f(4 + 4 * j, 32 + 32 * j, 4);
+                }
+                for c in 0..4 {
+                    for s in 0..8 {
+                        f(16 + 32 * c + 4 * s, 128 + 32 * (8 * c + s), 4);
+                    }
                 }
             }
         }
     }
 }
 
-/// Row `r` of a packed group back in the stored Q4_K layout (`out`: `nb * 144` bytes).
-pub(crate) fn unpack_row(p: &[u8], r: usize, out: &mut [u8]) {
-    let nb = p.len() / GB;
-    assert!(p.len() == nb * GB && out.len() == nb * BB && r < ROWS);
+/// `len` (2 or 4) bytes from `from[src..]` to `to[dst..]`, as one load and one store.
+#[inline(always)]
+fn move_piece(from: &[u8], src: usize, to: &mut [u8], dst: usize, len: usize) {
+    if len == 4 {
+        let v: [u8; 4] = from[src..src + 4].try_into().expect("4 bytes");
+        to[dst..dst + 4].copy_from_slice(&v);
+    } else {
+        let v: [u8; 2] = from[src..src + 2].try_into().expect("2 bytes");
+        to[dst..dst + 2].copy_from_slice(&v);
+    }
+}
+
+/// Packs 8 rows of `nb` blocks each (`rows[r].len() == nb * kind.block_bytes()`) into `out`
+/// (as many bytes), in the layout of the module documentation.
+pub(crate) fn pack(kind: Kind, rows: [&[u8]; ROWS], out: &mut [u8]) {
+    let bb = kind.block_bytes();
+    let nb = out.len() / (ROWS * bb);
+    assert!(out.len() == nb * ROWS * bb && rows.iter().all(|r| r.len() == nb * bb));
     for i in 0..nb {
-        let g = &p[GB * i..GB * (i + 1)];
-        let b = &mut out[BB * i..BB * (i + 1)];
-        b[0..2].copy_from_slice(&g[2 * r..2 * r + 2]);
-        b[2..4].copy_from_slice(&g[16 + 2 * r..16 + 2 * r + 2]);
-        for j in 0..3 {
-            b[4 + 4 * j..8 + 4 * j].copy_from_slice(&g[32 + 32 * j + 4 * r..36 + 32 * j + 4 * r]);
-        }
-        for c in 0..4 {
-            for s in 0..8 {
-                let at = 128 + 32 * (8 * c + s) + 4 * r;
-                b[16 + 32 * c + 4 * s..20 + 32 * c + 4 * s].copy_from_slice(&g[at..at + 4]);
-            }
+        let o = &mut out[ROWS * bb * i..ROWS * bb * (i + 1)];
+        for (r, row) in rows.iter().enumerate() {
+            let b = &row[bb * i..bb * (i + 1)];
+            kind.pieces(|src, dst, len| move_piece(b, src, o, dst + len * r, len));
         }
     }
 }
 
-/// Scalar twin of [`avx512::dot`]: each row unpacked and multiplied by the scalar definition.
-pub(crate) fn dot_scalar(p: &[u8], a: &ActRow) -> [f32; ROWS] {
+/// Row `r` of a packed group back in its type's stored layout (`out`: a row's bytes).
+pub(crate) fn unpack_row(kind: Kind, p: &[u8], r: usize, out: &mut [u8]) {
+    let bb = kind.block_bytes();
+    let nb = p.len() / (ROWS * bb);
+    assert!(p.len() == nb * ROWS * bb && out.len() == nb * bb && r < ROWS);
+    for i in 0..nb {
+        let g = &p[ROWS * bb * i..ROWS * bb * (i + 1)];
+        let b = &mut out[bb * i..bb * (i + 1)];
+        kind.pieces(|src, dst, len| move_piece(g, dst + len * r, b, src, len));
+    }
+}
+
+/// Scalar twin of the AVX-512 kernels: each row unpacked and multiplied by the scalar
+/// definition.
+pub(crate) fn dot_scalar(kind: Kind, p: &[u8], a: &ActRow) -> [f32; ROWS] {
     let mut row = vec![0u8; p.len() / ROWS];
     core::array::from_fn(|r| {
-        unpack_row(p, r, &mut row);
-        crate::kernels::dot_q4_k_scalar(&row, a)
+        unpack_row(kind, p, r, &mut row);
+        match kind {
+            Kind::Q4_0 => crate::kernels::dot_q4_0_scalar(&row, a),
+            Kind::Q4K => crate::kernels::dot_q4_k_scalar(&row, a),
+        }
     })
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
-    use super::{ActRow, GB, ROWS};
+    use super::{ActRow, ROWS};
     use core::arch::x86_64::*;
+
+    /// Bytes of a Q4_K group's super-block.
+    const GB: usize = ROWS * 144;
 
     /// How far ahead the kernel prefetches into L2 (bytes: 8 groups' super-blocks). Measured
     /// in whole-process decode of a Q4_K_M file (three alternated runs each, tokens/s): into
@@ -130,13 +182,13 @@ pub(crate) mod avx512 {
         _mm256_set1_epi32((p as *const i32).read_unaligned())
     }
 
-    /// The 8 rows of a packed group (`p`: `nb * 1152` bytes) against one activation row of
-    /// `nb` super-blocks.
+    /// The 8 rows of a packed Q4_K group (`p`: `nb * 1152` bytes) against one activation row
+    /// of `nb` super-blocks.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn dot(p: &[u8], a: &ActRow) -> [f32; ROWS] {
+    pub(crate) unsafe fn dot_q4_k(p: &[u8], a: &ActRow) -> [f32; ROWS] {
         let nb = p.len() / GB;
         assert!(
             p.len() == nb * GB
@@ -218,7 +270,75 @@ pub(crate) mod avx512 {
             acc[l] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum), acc[l]);
             acc[l] = _mm256_fnmadd_ps(_mm256_mul_ps(dm, dy), _mm256_cvtepi32_ps(imin), acc[l]);
         }
-        // `hsum8` of each row's 8 accumulators, lane by lane.
+        hsum8_lanes(&acc)
+    }
+
+    /// Bytes of a Q4_0 group's block.
+    const GB0: usize = ROWS * 18;
+
+    /// The 8 rows of a packed Q4_0 group (`p`: `nb * 144` bytes) against `NT` activation
+    /// rows of `nb` blocks of 32 (the weights unpacked once for all of them), by Q4_0's
+    /// definition: per block `b` the exact sums of the values `v` with `(v / 4) % 2 == h`
+    /// (the offset 8 taken off as `8·Σy` of those values), then
+    /// `acc[2(b % 4) + h] += (dw·dy) · sum`, and `hsum8`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q4_0<const NT: usize>(
+        p: &[u8],
+        a: &[ActRow; NT],
+    ) -> [[f32; ROWS]; NT] {
+        let nb = p.len() / GB0;
+        for a in a {
+            assert!(
+                p.len() == nb * GB0
+                    && a.d.len() == nb
+                    && a.qs.len() == nb * 32
+                    && a.lsum8.len() == nb * 8
+            );
+        }
+        let m4 = _mm256_set1_epi8(0xF);
+        let mut acc = [[_mm256_setzero_ps(); 8]; NT];
+        for b in 0..nb {
+            // SAFETY (all reads below): the group's block `b` is bytes GB0·b..GB0·(b + 1) of
+            // `p`; the activation reads stay inside block `b`'s 32 values and 8 sums (checked
+            // above). Prefetches never fault (wrapping addresses).
+            let g = p.as_ptr().add(GB0 * b);
+            for l in 0..3 {
+                _mm_prefetch::<_MM_HINT_T2>(g.wrapping_add(PF + 64 * l) as *const i8);
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(g as *const __m128i));
+            let mut q = [_mm256_setzero_si256(); 8];
+            for k in 0..4 {
+                let v = _mm256_loadu_si256(g.add(16 + 32 * k) as *const __m256i);
+                q[2 * k] = _mm256_and_si256(v, m4);
+                q[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+            }
+            let j = 2 * (b % 4);
+            for t in 0..NT {
+                let dd = _mm256_mul_ps(d, _mm256_set1_ps(*a[t].d.get_unchecked(b)));
+                let y = a[t].qs.as_ptr().add(32 * b);
+                let mut s = [_mm256_setzero_si256(); 2];
+                for k in 0..4 {
+                    s[k % 2] = _mm256_dpbusd_epi32(s[k % 2], q[2 * k], bcast(y.add(4 * k)));
+                    s[k % 2] =
+                        _mm256_dpbusd_epi32(s[k % 2], q[2 * k + 1], bcast(y.add(16 + 4 * k)));
+                }
+                let l8 = a[t].lsum8.get_unchecked(8 * b..8 * b + 8);
+                let c = [l8[0] + l8[2] + l8[4] + l8[6], l8[1] + l8[3] + l8[5] + l8[7]];
+                for h in 0..2 {
+                    let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(s[h], _mm256_set1_epi32(c[h])));
+                    acc[t][j + h] = _mm256_add_ps(acc[t][j + h], _mm256_mul_ps(dd, v));
+                }
+            }
+        }
+        core::array::from_fn(|t| hsum8_lanes(&acc[t]))
+    }
+
+    /// `hsum8` of each lane's 8 accumulators.
+    #[inline(always)]
+    unsafe fn hsum8_lanes(acc: &[__m256; 8]) -> [f32; ROWS] {
         let s0 = _mm256_add_ps(acc[0], acc[4]);
         let s1 = _mm256_add_ps(acc[1], acc[5]);
         let s2 = _mm256_add_ps(acc[2], acc[6]);
@@ -235,8 +355,9 @@ mod tests {
     use super::*;
     use crate::act::QAct;
 
-    /// The AVX-512 kernel against its scalar twin on random bytes (sane f16 scales) and
-    /// random activations, 1 to 11 super-blocks; and packing round trips.
+    /// The AVX-512 kernels against their scalar twins on random bytes (sane f16 scales) and
+    /// random activations, 1 to 11 blocks (Q4_0: 1 to 13, groups of 4 with every remainder);
+    /// and packing round trips.
     #[test]
     fn avx512_matches_scalar_twin() {
         let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -246,52 +367,65 @@ mod tests {
             s ^= s << 17;
             s
         };
-        for nb in [1usize, 3, 8, 11] {
-            let rows: Vec<Vec<u8>> = (0..ROWS)
-                .map(|_| {
-                    (0..nb * BB)
-                        .map(|i| {
-                            let v = next() as u8;
-                            // f16 d and dmin: high bytes kept small and finite.
-                            if i % BB == 1 || i % BB == 3 {
-                                v & 0x3B
-                            } else {
-                                v
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            let mut p = vec![0u8; nb * GB];
-            pack(core::array::from_fn(|r| rows[r].as_slice()), &mut p);
-            let mut back = vec![0u8; nb * BB];
-            for (r, row) in rows.iter().enumerate() {
-                unpack_row(&p, r, &mut back);
-                assert_eq!(&back, row, "round trip of row {r}");
-            }
-            let x: Vec<f32> = (0..nb * 256)
-                .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-                .collect();
-            let mut act = QAct::default();
-            act.quantize(&x, 1, nb * 256, 256, false, false);
-            let a = act.row(0);
-            let want = dot_scalar(&p, &a);
-            for (r, row) in rows.iter().enumerate() {
-                assert_eq!(
-                    want[r].to_bits(),
-                    crate::kernels::dot_q4_k_scalar(row, &a).to_bits()
-                );
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                if !crate::kernels::has_avx512_vnni() {
-                    println!("SKIPPED: CPU lacks AVX-512 VNNI");
-                    continue;
+        for (kind, counts) in [
+            (Kind::Q4K, &[1usize, 3, 8, 11][..]),
+            (Kind::Q4_0, &[1, 2, 3, 4, 5, 13][..]),
+        ] {
+            let bb = kind.block_bytes();
+            let (values, f16s): (usize, &[usize]) = match kind {
+                Kind::Q4K => (256, &[1, 3]),
+                Kind::Q4_0 => (32, &[1]),
+            };
+            for &nb in counts {
+                let rows: Vec<Vec<u8>> = (0..ROWS)
+                    .map(|_| {
+                        (0..nb * bb)
+                            .map(|i| {
+                                let v = next() as u8;
+                                // f16 scales: high bytes kept small and finite.
+                                if f16s.contains(&(i % bb)) {
+                                    v & 0x3B
+                                } else {
+                                    v
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let mut p = vec![0u8; nb * ROWS * bb];
+                pack(kind, core::array::from_fn(|r| rows[r].as_slice()), &mut p);
+                let mut back = vec![0u8; nb * bb];
+                for (r, row) in rows.iter().enumerate() {
+                    unpack_row(kind, &p, r, &mut back);
+                    assert_eq!(&back, row, "{kind:?}: round trip of row {r}");
                 }
-                // SAFETY: AVX-512 VNNI (with F, BW, VL), AVX2, FMA and F16C checked above.
-                let got = unsafe { avx512::dot(&p, &a) };
-                for r in 0..ROWS {
-                    assert_eq!(got[r].to_bits(), want[r].to_bits(), "nb={nb} row {r}");
+                let x: Vec<f32> = (0..nb * values)
+                    .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+                    .collect();
+                let mut act = QAct::default();
+                act.quantize(&x, 1, nb * values, values, false, kind == Kind::Q4_0);
+                let a = act.row(0);
+                let want = dot_scalar(kind, &p, &a);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if !crate::kernels::has_avx512_vnni() {
+                        println!("SKIPPED: CPU lacks AVX-512 VNNI");
+                        continue;
+                    }
+                    // SAFETY: AVX-512 VNNI (with F, BW, VL), AVX2, FMA and F16C checked above.
+                    let got = unsafe {
+                        match kind {
+                            Kind::Q4K => avx512::dot_q4_k(&p, &a),
+                            Kind::Q4_0 => avx512::dot_q4_0::<1>(&p, &[a])[0],
+                        }
+                    };
+                    for r in 0..ROWS {
+                        assert_eq!(
+                            got[r].to_bits(),
+                            want[r].to_bits(),
+                            "{kind:?} nb={nb} row {r}"
+                        );
+                    }
                 }
             }
         }

@@ -114,50 +114,53 @@ fn simd_matches_scalar_bit_exact() {
     }
 }
 
-/// Q4_K rows packed in groups of 8 (`pack_x8`) give the bits of the scalar definition on the
-/// unpacked rows on every path: the packed kernel (1 to 15 tokens) and the tile and AMX paths
-/// on rebuilt rows (16 and more); quantised and random weights, 1 to 11 super-blocks; rows
-/// rebuild and dequantise exactly; other types and row counts are refused.
+/// Q4_0 and Q4_K rows packed in groups of 8 (`pack_x8`) give the bits of the scalar
+/// definition on the unpacked rows on every path: the packed kernels (1 to 15 tokens) and the
+/// tile and AMX paths on rebuilt rows (16 and more); quantised and random weights, 1 to 11
+/// super-blocks (Q4_0: 8 to 88 blocks); rows rebuild and dequantise exactly; other types,
+/// row counts and packing twice are refused.
 #[test]
-fn packed_q4_k_matches_scalar_bit_exact() {
+fn packed_matches_scalar_bit_exact() {
     let isas = Isa::available();
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
-    for &(rows, cols) in &[(8, 256), (24, 512), (16, 1280), (40, 2816)] {
-        for raw in [false, true] {
-            let wb = weights(DType::Q4_K, rows, cols, &mut rng, raw);
-            let w = MatRef::new(DType::Q4_K, rows, cols, &wb).unwrap();
-            let packed = pack_x8(&w).unwrap();
-            assert_eq!(packed.len(), wb.len());
-            let p = MatRef::packed_x8(rows, cols, &packed).unwrap();
-            assert_eq!(p.layout, Layout::X8);
-            let mut buf = Vec::new();
-            let (mut d0, mut d1) = (vec![0f32; cols], vec![0f32; cols]);
-            for r in 0..rows {
-                assert_eq!(p.row_to(r, &mut buf), w.row(r), "row {r} rebuilt");
-                dequantize_row(&w, r, &mut d0).unwrap();
-                dequantize_row(&p, r, &mut d1).unwrap();
-                assert_eq!(d0, d1);
-            }
-            for n in [1, 2, 5, 15, 16, 35] {
-                let x = rng.vec(n * cols);
-                let mut want = vec![0f32; n * rows];
-                matmul_scalar(&w, &x, n, &mut want).unwrap();
-                let mut got = vec![("default", vec![0f32; n * rows])];
-                matmul(&p, &x, n, &mut got[0].1).unwrap();
-                for &isa in &isas {
-                    let mut b = vec![0f32; n * rows];
-                    matmul_isa(isa, &p, &x, n, &mut b).unwrap();
-                    got.push((isa.name(), b));
+    for t in [DType::Q4_0, DType::Q4_K] {
+        for &(rows, cols) in &[(8, 256), (24, 512), (16, 1280), (40, 2816)] {
+            for raw in [false, true] {
+                let wb = weights(t, rows, cols, &mut rng, raw);
+                let w = MatRef::new(t, rows, cols, &wb).unwrap();
+                let packed = pack_x8(&w).unwrap();
+                assert_eq!(packed.len(), wb.len());
+                let p = MatRef::packed_x8(t, rows, cols, &packed).unwrap();
+                assert_eq!(p.layout, Layout::X8);
+                let mut buf = Vec::new();
+                let (mut d0, mut d1) = (vec![0f32; cols], vec![0f32; cols]);
+                for r in 0..rows {
+                    assert_eq!(p.row_to(r, &mut buf), w.row(r), "{t} row {r} rebuilt");
+                    dequantize_row(&w, r, &mut d0).unwrap();
+                    dequantize_row(&p, r, &mut d1).unwrap();
+                    assert_eq!(d0, d1);
                 }
-                for (name, g) in &got {
-                    for i in 0..g.len() {
-                        assert_eq!(
-                            g[i].to_bits(),
-                            want[i].to_bits(),
-                            "{name}: {rows}x{cols} raw={raw} n={n} at {i}: {} vs {}",
-                            g[i],
-                            want[i]
-                        );
+                for n in [1, 2, 5, 15, 16, 35] {
+                    let x = rng.vec(n * cols);
+                    let mut want = vec![0f32; n * rows];
+                    matmul_scalar(&w, &x, n, &mut want).unwrap();
+                    let mut got = vec![("default", vec![0f32; n * rows])];
+                    matmul(&p, &x, n, &mut got[0].1).unwrap();
+                    for &isa in &isas {
+                        let mut b = vec![0f32; n * rows];
+                        matmul_isa(isa, &p, &x, n, &mut b).unwrap();
+                        got.push((isa.name(), b));
+                    }
+                    for (name, g) in &got {
+                        for i in 0..g.len() {
+                            assert_eq!(
+                                g[i].to_bits(),
+                                want[i].to_bits(),
+                                "{name}: {t} {rows}x{cols} raw={raw} n={n} at {i}: {} vs {}",
+                                g[i],
+                                want[i]
+                            );
+                        }
                     }
                 }
             }
@@ -167,13 +170,15 @@ fn packed_q4_k_matches_scalar_bit_exact() {
     let wb = weights(DType::Q4_K, 12, 256, &mut rng, false);
     let w = MatRef::new(DType::Q4_K, 12, 256, &wb).unwrap();
     let err = pack_x8(&w).unwrap_err();
-    assert!(err.to_string().contains("rows a multiple of 8"), "{err}");
-    assert!(MatRef::packed_x8(12, 256, &wb).is_err());
+    assert!(err.to_string().contains("a multiple of 8"), "{err}");
+    assert!(MatRef::packed_x8(DType::Q4_K, 12, 256, &wb).is_err());
     let wb = weights(DType::Q6_K, 8, 256, &mut rng, false);
     assert!(pack_x8(&MatRef::new(DType::Q6_K, 8, 256, &wb).unwrap()).is_err());
+    assert!(MatRef::packed_x8(DType::Q6_K, 8, 256, &wb).is_err());
     let wb = weights(DType::Q4_K, 8, 256, &mut rng, false);
-    let p = MatRef::packed_x8(8, 256, &wb).unwrap();
-    assert!(pack_x8(&p).is_err(), "packing a packed matrix");
+    let p = MatRef::packed_x8(DType::Q4_K, 8, 256, &wb).unwrap();
+    let err = pack_x8(&p).unwrap_err();
+    assert!(err.to_string().contains("already packed"), "{err}");
     assert!(matmul(&p, &[0.0; 255], 1, &mut [0.0; 8]).is_err());
 }
 
