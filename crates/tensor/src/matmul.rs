@@ -381,7 +381,21 @@ pub fn matmul_isa(
     matmul_impl(w, x, n, out, isa)
 }
 
+/// A matrix in [`Layout::X8`] must be Q4_0 or Q4_K with rows a multiple of 8.
+fn check_layout(w: &MatRef) -> Result<(), TensorError> {
+    if w.layout == Layout::X8
+        && (x8::Kind::of(w.dtype).is_none() || !w.rows.is_multiple_of(x8::ROWS))
+    {
+        return Err(TensorError::Shape(format!(
+            "a {}x{} {} matrix cannot be packed in groups of 8 rows",
+            w.rows, w.cols, w.dtype
+        )));
+    }
+    Ok(())
+}
+
 fn check(w: &MatRef, x: &[f32], n: usize, out: &[f32]) -> Result<(), TensorError> {
+    check_layout(w)?;
     let expected = w
         .dtype
         .row_bytes(w.cols)?
@@ -479,9 +493,9 @@ fn matmul_impl(
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
-            // 8-row packed Q4_0 or Q4_K: its kernel for up to 15 tokens (each token on its own, the
-            // group's bytes staying in L1 across tokens); whole tiles take the tile paths on
-            // rows rebuilt one at a time.
+            // 8-row packed Q4_0 or Q4_K: the packed kernels below 16 tokens (one token, or
+            // for Q4_0 two, per pass over a group, whose bytes stay in L1 across the tokens);
+            // whole tiles take the tile paths on rows rebuilt one at a time.
             if w.layout == Layout::X8 {
                 let vnni = simd && isa >= Isa::Avx512Vnni && kernels::has_avx512_vnni();
                 if n < X8_MAX_TOKENS || !vnni {
@@ -843,9 +857,9 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
 /// the tile paths, when the CPU has them).
 const X8_MAX_TOKENS: usize = 16;
 
-/// Products with an 8-row packed Q4_0 or Q4_K matrix ([`Layout::X8`]): its groups split among the
-/// pool's threads, each group multiplied with every activation row in turn (`vnni`: the
-/// AVX-512 kernel, else its scalar twin).
+/// Products with an 8-row packed Q4_0 or Q4_K matrix ([`Layout::X8`], checked by `check`):
+/// its groups split among the pool's threads, each group multiplied with every activation row
+/// in turn (`vnni`: the AVX-512 kernels, else their scalar twin).
 fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
     let kind = x8::Kind::of(w.dtype).expect("packed matrices are Q4_0 or Q4_K");
     let rows = w.rows;
@@ -982,8 +996,8 @@ fn run_rows(
     }
 }
 
-/// Whether the 8-row packed Q4_0 and Q4_K kernels run on this CPU (AVX-512 VNNI, and no narrower path
-/// chosen with `DEEPSEEK_ISA`): where it does not, packing would only cost time.
+/// Whether the 8-row packed Q4_0 and Q4_K kernels run on this CPU (AVX-512 VNNI, and no
+/// narrower path chosen with `DEEPSEEK_ISA`): where they do not, packing would only cost time.
 pub fn x8_fast() -> bool {
     Isa::current() >= Isa::Avx512Vnni && kernels::has_avx512_vnni()
 }
@@ -991,19 +1005,18 @@ pub fn x8_fast() -> bool {
 /// The Q4_0 or Q4_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
 /// decode (the `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes.
 pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
-    let kind =
-        match x8::Kind::of(w.dtype) {
-            Some(k) if w.layout == Layout::Rows && w.rows.is_multiple_of(x8::ROWS) => k,
-            _ => {
-                return Err(TensorError::Shape(format!(
-                "8-row packing takes Q4_0 or Q4_K rows (a multiple of 8 of them), not {}x{} {}{}",
-                w.rows,
-                w.cols,
-                w.dtype,
-                if w.layout == Layout::X8 { " already packed" } else { "" }
-            )))
-            }
+    let packable = w.layout == Layout::Rows && w.rows.is_multiple_of(x8::ROWS);
+    let Some(kind) = x8::Kind::of(w.dtype).filter(|_| packable) else {
+        let packed = if w.layout == Layout::X8 {
+            ", already packed"
+        } else {
+            ""
         };
+        return Err(TensorError::Shape(format!(
+            "8-row packing takes Q4_0 or Q4_K with rows a multiple of 8, not {}x{} {}{packed}",
+            w.rows, w.cols, w.dtype
+        )));
+    };
     let rb = w.dtype.row_bytes(w.cols)?;
     let mut out = vec![0u8; rb * w.rows];
     out.par_chunks_mut(rb * x8::ROWS)
@@ -1027,6 +1040,7 @@ pub fn dequantize_row(w: &MatRef, r: usize, out: &mut [f32]) -> Result<(), Tenso
             w.cols
         )));
     }
+    check_layout(w)?;
     let rb = w.dtype.row_bytes(w.cols)?;
     if w.data.len() < (r + 1) * rb {
         return Err(TensorError::Shape(format!("row {r} is outside the data")));

@@ -141,9 +141,10 @@ pub(crate) mod avx512 {
     /// Bytes of a Q4_K group's super-block.
     const GB: usize = ROWS * 144;
 
-    /// How far ahead the kernel prefetches into L2 (bytes: 8 groups' super-blocks). Measured
-    /// in whole-process decode of a Q4_K_M file (three alternated runs each, tokens/s): into
-    /// L1 two super-blocks ahead 4.9-6.0, no prefetch 5.2-7.3, into L2 8 ahead 6.3-6.5.
+    /// How far ahead the kernels prefetch into L2: 9 KB, 8 of a Q4_K group's super-blocks
+    /// (the Q4_0 kernel takes the same distance). Measured in whole-process decode of a Q4_K_M
+    /// file (three alternated runs each, tokens/s): into L1 two super-blocks ahead 4.9-6.0, no
+    /// prefetch 5.2-7.3, into L2 8 ahead 6.3-6.5.
     const PF: usize = 8 * GB;
 
     /// `vpshufb` control taking, in each dword, the bytes `pat` (bytes 0..4 of `pat`: an index

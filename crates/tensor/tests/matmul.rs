@@ -293,5 +293,16 @@ fn shape_errors() {
         layout: Layout::Rows,
     };
     assert!(matmul(&bad, &[0.0; 32], 1, &mut [0.0; 3]).is_err());
+    // A packed layout claimed for a type or row count that has none.
+    for (t, rows) in [(DType::Q4_0, 2), (DType::Q8_0, 8)] {
+        let wb = quantize(t, &vec![0.5; rows * 32]).unwrap();
+        let bad = MatRef {
+            layout: Layout::X8,
+            ..MatRef::new(t, rows, 32, &wb).unwrap()
+        };
+        let err = matmul(&bad, &[0.0; 32], 1, &mut vec![0.0; rows]).unwrap_err();
+        assert!(err.to_string().contains("groups of 8 rows"), "{err}");
+        assert!(dequantize_row(&bad, 0, &mut [0.0; 32]).is_err());
+    }
     assert!(MatRef::new(DType::Q4_0, 2, 33, &wb).is_err());
 }
