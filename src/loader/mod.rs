@@ -99,14 +99,14 @@ impl Tensor {
         self.layout
     }
 
-    /// This Q4_0 or Q4_K matrix repacked in groups of 8 rows for decode ([`Layout::X8`]), in
+    /// This Q4_0, Q4_K or Q6_K matrix repacked in groups of 8 rows for decode ([`Layout::X8`]), in
     /// memory of its own; `None` for other types, other layouts and row counts not a multiple
     /// of 8. The
     /// mapped file pages it was read from are released (they are not read again), so the
     /// process holds the tensor's bytes once.
     pub fn pack_x8(&self) -> Result<Option<Tensor>> {
         let m = self.mat()?;
-        if !matches!(self.dtype, DType::Q4_0 | DType::Q4_K)
+        if !matches!(self.dtype, DType::Q4_0 | DType::Q4_K | DType::Q6_K)
             || self.layout != Layout::Rows
             || m.rows % 8 != 0
         {
@@ -226,7 +226,7 @@ impl LoadedModel {
 pub struct LoadOptions {
     /// A `tokenizer.json` to use instead of the model's own tokenizer.
     pub tokenizer: Option<std::path::PathBuf>,
-    /// Keep every weight in its file layout: no repacking of Q4_0 and Q4_K matrices in groups
+    /// Keep every weight in its file layout: no repacking of Q4_0, Q4_K and Q6_K matrices in groups
     /// of 8 rows for decode (which is done where the CPU has AVX-512 VNNI).
     pub no_repack: bool,
 }

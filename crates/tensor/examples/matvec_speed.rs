@@ -195,7 +195,8 @@ fn main() {
                 .collect();
             let mut out = vec![0f32; n * rows];
             // MV_X8=1: Q4_0 and Q4_K through the 8-row packed layout (checked against matmul).
-            let x8 = std::env::var("MV_X8").is_ok() && matches!(t, DType::Q4_0 | DType::Q4_K);
+            let x8 = std::env::var("MV_X8").is_ok()
+                && matches!(t, DType::Q4_0 | DType::Q4_K | DType::Q6_K);
             let packed: Vec<Vec<u8>> = if x8 {
                 mats.iter()
                     .map(|m| pack_x8(&MatRef::new(t, rows, cols, m).unwrap()).unwrap())

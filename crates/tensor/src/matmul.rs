@@ -381,7 +381,7 @@ pub fn matmul_isa(
     matmul_impl(w, x, n, out, isa)
 }
 
-/// A matrix in [`Layout::X8`] must be Q4_0 or Q4_K with rows a multiple of 8.
+/// A matrix in [`Layout::X8`] must be Q4_0, Q4_K or Q6_K with rows a multiple of 8.
 fn check_layout(w: &MatRef) -> Result<(), TensorError> {
     if w.layout == Layout::X8
         && (x8::Kind::of(w.dtype).is_none() || !w.rows.is_multiple_of(x8::ROWS))
@@ -493,7 +493,7 @@ fn matmul_impl(
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
-            // 8-row packed Q4_0 or Q4_K: the packed kernels below 16 tokens (one token, or
+            // 8-row packed Q4_0, Q4_K or Q6_K: the packed kernels below 16 tokens (one token, or
             // for Q4_0 two, per pass over a group, whose bytes stay in L1 across the tokens);
             // whole tiles take the tile paths on rows rebuilt one at a time.
             if w.layout == Layout::X8 {
@@ -857,11 +857,11 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
 /// the tile paths, when the CPU has them).
 const X8_MAX_TOKENS: usize = 16;
 
-/// Products with an 8-row packed Q4_0 or Q4_K matrix ([`Layout::X8`], checked by `check`):
+/// Products with an 8-row packed Q4_0, Q4_K or Q6_K matrix ([`Layout::X8`], checked by `check`):
 /// its groups split among the pool's threads, each group multiplied with every activation row
 /// in turn (`vnni`: the AVX-512 kernels, else their scalar twin).
 fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
-    let kind = x8::Kind::of(w.dtype).expect("packed matrices are Q4_0 or Q4_K");
+    let kind = x8::Kind::of(w.dtype).expect("packed matrices are Q4_0, Q4_K or Q6_K");
     let rows = w.rows;
     let gb = w.row_bytes() * x8::ROWS;
     let groups = rows / x8::ROWS;
@@ -902,6 +902,7 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                         match kind {
                             x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<1>(wg, &[*a])[0],
                             x8::Kind::Q4K => x8::avx512::dot_q4_k(wg, a),
+                            x8::Kind::Q6K => x8::avx512::dot_q6_k(wg, a),
                         }
                     }
                 } else {
@@ -996,13 +997,13 @@ fn run_rows(
     }
 }
 
-/// Whether the 8-row packed Q4_0 and Q4_K kernels run on this CPU (AVX-512 VNNI, and no
+/// Whether the 8-row packed Q4_0, Q4_K and Q6_K kernels run on this CPU (AVX-512 VNNI, and no
 /// narrower path chosen with `DEEPSEEK_ISA`): where they do not, packing would only cost time.
 pub fn x8_fast() -> bool {
     Isa::current() >= Isa::Avx512Vnni && kernels::has_avx512_vnni()
 }
 
-/// The Q4_0 or Q4_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
+/// The Q4_0, Q4_K or Q6_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
 /// decode (the `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes.
 pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
     let packable = w.layout == Layout::Rows && w.rows.is_multiple_of(x8::ROWS);
@@ -1013,7 +1014,7 @@ pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
             ""
         };
         return Err(TensorError::Shape(format!(
-            "8-row packing takes Q4_0 or Q4_K with rows a multiple of 8, not {}x{} {}{packed}",
+            "8-row packing takes Q4_0, Q4_K or Q6_K with rows a multiple of 8, not {}x{} {}{packed}",
             w.rows, w.cols, w.dtype
         )));
     };

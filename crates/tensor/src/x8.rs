@@ -1,4 +1,4 @@
-//! Q4_0 and Q4_K weights repacked in groups of 8 rows for decode (one token per product).
+//! Q4_0, Q4_K and Q6_K weights repacked in groups of 8 rows for decode.
 //!
 //! The row kernels read one weight row at a time: for each Q4_K super-block they unpack its
 //! scales, broadcast each sub-block's scale across a vector and multiply 16-bit pair sums by
@@ -17,7 +17,10 @@
 //! | 128..1152 | the 128 value bytes: for chunk `c < 4` and step `s < 8`, 32 bytes at `128 + 32(8c + s)`, row `r`'s bytes `32c + 4s..+4` at `4r` |
 //!
 //! Q4_0 (144 bytes per group and block of 32): `d` of rows 0..8 at 0..16, then for `k < 4`
-//! 32 bytes at `16 + 32k` holding row `r`'s value bytes `4k..4k + 4` at `4r`.
+//! 32 bytes at `16 + 32k` holding row `r`'s value bytes `4k..4k + 4` at `4r`. Q6_K (1680
+//! bytes per group and super-block): `d` at 0..16, the 16 scales as 4 vectors of dwords at
+//! `16 + 32j`, the 128 low-bit bytes as 32 vectors at `144 + 32s`, the 64 high-bit bytes as 16
+//! at `1168 + 32s` (row `r`'s dword at `4r` of each).
 //!
 //! The arithmetic is each type's definition in the `kernels` module, row by row (Q4_K: exact
 //! integer sums per super-block, the float steps into accumulator `i % 8`, then `hsum8`;
@@ -35,6 +38,7 @@ pub(crate) const ROWS: usize = 8;
 pub(crate) enum Kind {
     Q4_0,
     Q4K,
+    Q6K,
 }
 
 impl Kind {
@@ -42,6 +46,7 @@ impl Kind {
         match t {
             DType::Q4_0 => Some(Kind::Q4_0),
             DType::Q4_K => Some(Kind::Q4K),
+            DType::Q6_K => Some(Kind::Q6K),
             _ => None,
         }
     }
@@ -51,6 +56,7 @@ impl Kind {
         match self {
             Kind::Q4_0 => 18,
             Kind::Q4K => 144,
+            Kind::Q6K => 210,
         }
     }
 
@@ -63,6 +69,18 @@ impl Kind {
                 f(0, 0, 2);
                 for k in 0..4 {
                     f(2 + 4 * k, 16 + 32 * k, 4);
+                }
+            }
+            Kind::Q6K => {
+                f(208, 0, 2);
+                for j in 0..4 {
+                    f(192 + 4 * j, 16 + 32 * j, 4);
+                }
+                for s in 0..32 {
+                    f(4 * s, 144 + 32 * s, 4);
+                }
+                for s in 0..16 {
+                    f(128 + 4 * s, 1168 + 32 * s, 4);
                 }
             }
             Kind::Q4K => {
@@ -129,6 +147,7 @@ pub(crate) fn dot_scalar(kind: Kind, p: &[u8], a: &ActRow) -> [f32; ROWS] {
         match kind {
             Kind::Q4_0 => crate::kernels::dot_q4_0_scalar(&row, a),
             Kind::Q4K => crate::kernels::dot_q4_k_scalar(&row, a),
+            Kind::Q6K => crate::kernels::dot_q6_k_scalar(&row, a),
         }
     })
 }
@@ -337,6 +356,90 @@ pub(crate) mod avx512 {
         core::array::from_fn(|t| hsum8_lanes(&acc[t]))
     }
 
+    /// Bytes of a Q6_K group's super-block.
+    const GB6: usize = ROWS * 210;
+
+    /// The 8 rows of a packed Q6_K group (`p`: `nb * 1680` bytes) against one activation row
+    /// of `nb` super-blocks, by Q6_K's definition: per super-block the exact
+    /// `Σ_g sc_g·(Σ q·y − 32·Σ16y)` over its 16 sub-blocks, then
+    /// `acc[i % 8] = fma(d·dy, isum, ·)`, and `hsum8`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q6_k(p: &[u8], a: &ActRow) -> [f32; ROWS] {
+        let nb = p.len() / GB6;
+        assert!(
+            p.len() == nb * GB6
+                && a.d.len() == nb
+                && a.qs.len() == nb * 256
+                && a.bsum.len() == nb * 16
+        );
+        let (m4, m30) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(0x30));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for i in 0..nb {
+            // SAFETY (all reads below): the group's super-block `i` is bytes
+            // GB6·i..GB6·(i + 1) of `p`; the activation reads stay inside super-block `i`'s
+            // 256 values and 16 sums (checked above). Prefetches never fault.
+            let b = p.as_ptr().add(GB6 * i);
+            for l in 0..GB6.div_ceil(64) {
+                _mm_prefetch::<_MM_HINT_T2>(b.wrapping_add(PF + 64 * l) as *const i8);
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
+            let qy = a.qs.as_ptr().add(256 * i);
+            let bs = a.bsum.get_unchecked(16 * i..16 * i + 16);
+            let mut isum = _mm256_setzero_si256();
+            for h in 0..2 {
+                // Sub-blocks 8h..8h + 8 (16 values each).
+                let mut t = [_mm256_setzero_si256(); 8];
+                for s in 0..8 {
+                    let ql = |k: usize| {
+                        _mm256_loadu_si256(b.add(144 + 32 * (16 * h + 8 * k + s)) as *const __m256i)
+                    };
+                    let (ql0, ql1) = (ql(0), ql(1));
+                    let qh = _mm256_loadu_si256(b.add(1168 + 32 * (8 * h + s)) as *const __m256i);
+                    let v = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql0, m4),
+                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(ql1, m4),
+                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                            _mm256_and_si256(qh, m30),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                        ),
+                    ];
+                    let y = qy.add(128 * h + 4 * s);
+                    for (k, v) in v.into_iter().enumerate() {
+                        let g = 2 * k + s / 4;
+                        t[g] = _mm256_dpbusd_epi32(t[g], v, bcast(y.add(32 * k)));
+                    }
+                }
+                for (k, tk) in t.into_iter().enumerate() {
+                    let g = 8 * h + k;
+                    let sv = _mm256_loadu_si256(b.add(16 + 32 * (g / 4)) as *const __m256i);
+                    // Byte g % 4 of each dword, sign-extended.
+                    let top = within_dwords(((g as u32 % 4) << 24) | 0x0080_8080);
+                    let sc = _mm256_srai_epi32::<24>(_mm256_shuffle_epi8(sv, top));
+                    let off = _mm256_set1_epi32(32 * bs[g] as i32);
+                    isum =
+                        _mm256_add_epi32(isum, _mm256_mullo_epi32(_mm256_sub_epi32(tk, off), sc));
+                }
+            }
+            let dy = _mm256_set1_ps(*a.d.get_unchecked(i));
+            let l = i % 8;
+            acc[l] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum), acc[l]);
+        }
+        hsum8_lanes(&acc)
+    }
+
     /// `hsum8` of each lane's 8 accumulators.
     #[inline(always)]
     unsafe fn hsum8_lanes(acc: &[__m256; 8]) -> [f32; ROWS] {
@@ -371,11 +474,13 @@ mod tests {
         for (kind, counts) in [
             (Kind::Q4K, &[1usize, 3, 8, 11][..]),
             (Kind::Q4_0, &[1, 2, 3, 4, 5, 13][..]),
+            (Kind::Q6K, &[1, 3, 8, 11][..]),
         ] {
             let bb = kind.block_bytes();
             let (values, f16s): (usize, &[usize]) = match kind {
                 Kind::Q4K => (256, &[1, 3]),
                 Kind::Q4_0 => (32, &[1]),
+                Kind::Q6K => (256, &[209]),
             };
             for &nb in counts {
                 let rows: Vec<Vec<u8>> = (0..ROWS)
@@ -418,6 +523,7 @@ mod tests {
                         match kind {
                             Kind::Q4K => avx512::dot_q4_k(&p, &a),
                             Kind::Q4_0 => avx512::dot_q4_0::<1>(&p, &[a])[0],
+                            Kind::Q6K => avx512::dot_q6_k(&p, &a),
                         }
                     };
                     for r in 0..ROWS {
