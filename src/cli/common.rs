@@ -24,9 +24,9 @@ pub struct ModelArgs {
     /// without any request).
     #[arg(long, conflicts_with = "offline")]
     pub refresh: bool,
-    /// Keep Q4_0, Q4_K and Q6_K weights in their file layout (by default they are repacked in groups
-    /// of 8 rows for faster decode where the CPU has AVX-512 VNNI; the same results, bit for
-    /// bit). Loading is faster without it.
+    /// Keep Q4_0, Q4_K and Q6_K weights in their file layout (by default they are repacked in
+    /// groups of 8 rows for faster decode where the CPU has AVX-512 VNNI; the same results, bit
+    /// for bit). Loading is faster without it.
     #[arg(long)]
     pub no_repack: bool,
 }

@@ -99,9 +99,9 @@ impl Tensor {
         self.layout
     }
 
-    /// This Q4_0, Q4_K or Q6_K matrix repacked in groups of 8 rows for decode ([`Layout::X8`]), in
-    /// memory of its own; `None` for other types, other layouts and row counts not a multiple
-    /// of 8. The
+    /// This Q4_0, Q4_K or Q6_K matrix repacked in groups of 8 rows for decode
+    /// ([`Layout::X8`]), in memory of its own; `None` for other types, other layouts and row
+    /// counts not a multiple of 8. The
     /// mapped file pages it was read from are released (they are not read again), so the
     /// process holds the tensor's bytes once.
     pub fn pack_x8(&self) -> Result<Option<Tensor>> {
@@ -226,8 +226,8 @@ impl LoadedModel {
 pub struct LoadOptions {
     /// A `tokenizer.json` to use instead of the model's own tokenizer.
     pub tokenizer: Option<std::path::PathBuf>,
-    /// Keep every weight in its file layout: no repacking of Q4_0, Q4_K and Q6_K matrices in groups
-    /// of 8 rows for decode (which is done where the CPU has AVX-512 VNNI).
+    /// Keep every weight in its file layout: no repacking of Q4_0, Q4_K and Q6_K matrices in
+    /// groups of 8 rows for decode (which is done where the CPU has AVX-512 VNNI).
     pub no_repack: bool,
 }
 

@@ -143,8 +143,8 @@ impl Model {
     }
 
     /// Repacks the Q4_0, Q4_K and Q6_K weight matrices in groups of 8 rows for decode
-    /// ([`Tensor::pack_x8`]): the same results bit for bit, in fewer instructions per weight. The token
-    /// embedding keeps its layout (it is read a row at a time), and so does an output head
+    /// ([`Tensor::pack_x8`]): the same results bit for bit, in fewer instructions per weight.
+    /// The token embedding keeps its layout (it is read a row at a time), and so does an output head
     /// that is the embedding. Returns how many matrices were repacked.
     pub fn repack_x8(&mut self) -> Result<usize> {
         let mut count = 0;

@@ -86,8 +86,8 @@ pub enum TensorError {
 pub enum Layout {
     /// Row after row, each in its type's stored block layout (as in the files).
     Rows,
-    /// Q4_0, Q4_K and Q6_K only: groups of 8 rows, each group's blocks transposed so that 8 rows
-    /// are multiplied at once in decode ([`pack_x8`]); as many bytes as [`Layout::Rows`].
+    /// Q4_0, Q4_K and Q6_K only: groups of 8 rows, each group's blocks transposed so that 8
+    /// rows are multiplied at once in decode ([`pack_x8`]); as many bytes as [`Layout::Rows`].
     X8,
 }
 
@@ -140,7 +140,8 @@ impl<'a> MatRef<'a> {
     ) -> Result<Self, TensorError> {
         if x8::Kind::of(dtype).is_none() || !rows.is_multiple_of(x8::ROWS) {
             return Err(TensorError::Shape(format!(
-                "8-row packing takes Q4_0, Q4_K or Q6_K with rows a multiple of 8, not {rows}x{cols} {dtype}"
+                "8-row packing takes Q4_0, Q4_K or Q6_K with rows a multiple of 8, \
+                 not {rows}x{cols} {dtype}"
             )));
         }
         let m = MatRef::new(dtype, rows, cols, data)?;
