@@ -106,10 +106,7 @@ impl Tensor {
     /// process holds the tensor's bytes once.
     pub fn pack_x8(&self) -> Result<Option<Tensor>> {
         let m = self.mat()?;
-        if !matches!(self.dtype, DType::Q4_0 | DType::Q4_K | DType::Q6_K)
-            || self.layout != Layout::Rows
-            || m.rows % 8 != 0
-        {
+        if !deepseek_tensor::packable_x8(&m) {
             return Ok(None);
         }
         let packed =

@@ -12,7 +12,7 @@
 //! weights and the bandwidth buffer in memory advised for transparent huge pages (2 MB pages
 //! instead of 4 KB ones: fewer TLB misses; a memory-mapped model file gets 4 KB pages).
 
-use deepseek_tensor::{matmul, pack_x8, DType, MatRef};
+use deepseek_tensor::{matmul, pack_x8, packable_x8, DType, MatRef};
 use std::time::{Duration, Instant};
 
 fn rng_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -194,9 +194,10 @@ fn main() {
                 .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
                 .collect();
             let mut out = vec![0f32; n * rows];
-            // MV_X8=1: Q4_0 and Q4_K through the 8-row packed layout (checked against matmul).
+            // MV_X8=1: the types that pack, through the 8-row packed layout (checked against
+            // matmul).
             let x8 = std::env::var("MV_X8").is_ok()
-                && matches!(t, DType::Q4_0 | DType::Q4_K | DType::Q6_K);
+                && packable_x8(&MatRef::new(t, rows, cols, &mats[0]).unwrap());
             let packed: Vec<Vec<u8>> = if x8 {
                 mats.iter()
                     .map(|m| pack_x8(&MatRef::new(t, rows, cols, m).unwrap()).unwrap())

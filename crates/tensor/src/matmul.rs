@@ -1003,11 +1003,21 @@ pub fn x8_fast() -> bool {
     Isa::current() >= Isa::Avx512Vnni && kernels::has_avx512_vnni()
 }
 
+/// Whether [`pack_x8`] takes `w`.
+pub fn packable_x8(w: &MatRef) -> bool {
+    packed_kind(w).is_some()
+}
+
+/// The packed kind of `w` when [`pack_x8`] takes it.
+fn packed_kind(w: &MatRef) -> Option<x8::Kind> {
+    let packable = w.layout == Layout::Rows && w.rows.is_multiple_of(x8::ROWS);
+    x8::Kind::of(w.dtype).filter(|_| packable)
+}
+
 /// The Q4_0, Q4_K or Q6_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
 /// decode (the `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes.
 pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
-    let packable = w.layout == Layout::Rows && w.rows.is_multiple_of(x8::ROWS);
-    let Some(kind) = x8::Kind::of(w.dtype).filter(|_| packable) else {
+    let Some(kind) = packed_kind(w) else {
         let packed = if w.layout == Layout::X8 {
             ", already packed"
         } else {

@@ -52,7 +52,7 @@ impl Kind {
     }
 
     /// Bytes of one row's block (Q4_0: 32 values, Q4_K: a super-block of 256).
-    pub(crate) fn block_bytes(self) -> usize {
+    pub(crate) const fn block_bytes(self) -> usize {
         match self {
             Kind::Q4_0 => 18,
             Kind::Q4K => 144,
@@ -154,11 +154,11 @@ pub(crate) fn dot_scalar(kind: Kind, p: &[u8], a: &ActRow) -> [f32; ROWS] {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
-    use super::{ActRow, ROWS};
+    use super::{ActRow, Kind, ROWS};
     use core::arch::x86_64::*;
 
     /// Bytes of a Q4_K group's super-block.
-    const GB: usize = ROWS * 144;
+    const GB: usize = ROWS * Kind::Q4K.block_bytes();
 
     /// How far ahead the kernels prefetch into L2: 9 KB, 8 of a Q4_K group's super-blocks
     /// (the Q4_0 kernel takes the same distance). Measured in whole-process decode of a Q4_K_M
@@ -294,7 +294,7 @@ pub(crate) mod avx512 {
     }
 
     /// Bytes of a Q4_0 group's block.
-    const GB0: usize = ROWS * 18;
+    const GB0: usize = ROWS * Kind::Q4_0.block_bytes();
 
     /// The 8 rows of a packed Q4_0 group (`p`: `nb * 144` bytes) against `NT` activation
     /// rows of `nb` blocks of 32 (the weights unpacked once for all of them), by Q4_0's
@@ -315,7 +315,7 @@ pub(crate) mod avx512 {
                 p.len() == nb * GB0
                     && a.d.len() == nb
                     && a.qs.len() == nb * 32
-                    && a.lsum8.len() == nb * 8
+                    && a.l8q.len() == nb.div_ceil(4) * 8
             );
         }
         let m4 = _mm256_set1_epi8(0xF);
@@ -345,8 +345,9 @@ pub(crate) mod avx512 {
                     s[k % 2] =
                         _mm256_dpbusd_epi32(s[k % 2], q[2 * k + 1], bcast(y.add(16 + 4 * k)));
                 }
-                let l8 = a[t].lsum8.get_unchecked(8 * b..8 * b + 8);
-                let c = [l8[0] + l8[2] + l8[4] + l8[6], l8[1] + l8[3] + l8[5] + l8[7]];
+                // The offset's share, 8·Σy over each lane's values: the activations' Q4_0
+                // group layout holds it per block and lane.
+                let c = a[t].l8q.get_unchecked(8 * (b / 4) + j..8 * (b / 4) + j + 2);
                 for h in 0..2 {
                     let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(s[h], _mm256_set1_epi32(c[h])));
                     acc[t][j + h] = _mm256_add_ps(acc[t][j + h], _mm256_mul_ps(dd, v));
@@ -357,7 +358,7 @@ pub(crate) mod avx512 {
     }
 
     /// Bytes of a Q6_K group's super-block.
-    const GB6: usize = ROWS * 210;
+    const GB6: usize = ROWS * Kind::Q6K.block_bytes();
 
     /// The 8 rows of a packed Q6_K group (`p`: `nb * 1680` bytes) against one activation row
     /// of `nb` super-blocks, by Q6_K's definition: per super-block the exact
