@@ -1,7 +1,8 @@
 //! Q4_0, Q4_K and Q6_K weights repacked in groups of 8 rows (`Model::repack_x8`, done at load
 //! for GGUF files on CPUs with AVX-512 VNNI) give the same logits, bit for bit, as the file
 //! layout: decode steps of one and of two sequences (the packed kernels) and prompts of 20
-//! tokens (the tile paths on rebuilt rows); other tensors keep their layout.
+//! tokens (the tile paths on rebuilt rows); other tensors keep their layout. The packing in
+//! the background (as the loader runs it) changes no result while forward passes run.
 
 use deepseek::loader::{Storage, Tensor, TensorSource};
 use deepseek::model::{CacheType, Logits, Model, ModelConfig, Naming, SeqInput};
@@ -140,7 +141,7 @@ fn run(m: &Model) -> Vec<Vec<f32>> {
 #[test]
 fn repacked_weights_give_the_same_logits() {
     let plain = model();
-    let mut packed = model();
+    let packed = model();
     // 7 matrices in layer 0, 6 in layer 1 (its down projection is Q8_0; two are Q4_0), and
     // the Q6_K head; not the embedding.
     assert_eq!(packed.repack_x8().unwrap(), 14);
@@ -157,6 +158,40 @@ fn repacked_weights_give_the_same_logits() {
         }
     }
     assert_eq!(values, (20 + 1 + 12 + 3) * 72);
+}
+
+#[test]
+fn background_repacking_changes_no_result_and_packs_every_matrix() {
+    let plain = model();
+    let expect = run(&plain);
+    let m = model();
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap(),
+    );
+    let job = m.repack_x8_background(Some(pool.clone()));
+    // Forward passes while the matrices are swapped one after another, and after.
+    for _ in 0..4 {
+        assert_eq!(bits(&pool.install(|| run(&m))), bits(&expect));
+    }
+    let (count, secs) = job.wait().unwrap();
+    assert_eq!(count, 14);
+    assert!(secs >= 0.0);
+    assert_eq!(bits(&run(&m)), bits(&expect));
+    assert_eq!(m.repack_x8().unwrap(), 0, "all packed already");
+    // The model dropped before its packing ends: the packing stops without error.
+    let early = model();
+    let job = early.repack_x8_background(None);
+    drop(early);
+    assert!(job.wait().unwrap().0 <= 14);
+}
+
+fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    v.iter()
+        .map(|r| r.iter().map(|x| x.to_bits()).collect())
+        .collect()
 }
 
 #[test]

@@ -39,7 +39,7 @@ fn catch_ctrl_c() {
 
 pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     let pool = a.runtime.pool()?;
-    let (m, _) = load_model(&a.model, a.model_pos.as_deref())?;
+    let (m, _) = load_model(&a.model, a.model_pos.as_deref(), &pool)?;
     let opts = a.sampling.options(&m, None)?;
     let ctx = a.runtime.context(&m);
     let mut cache = m.model.new_cache(ctx, a.runtime.cache_type());

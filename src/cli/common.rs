@@ -6,6 +6,7 @@ use deepseek::loader::{LoadOptions, LoadedModel};
 use deepseek::model::{CacheType, GenerationConfig};
 use deepseek::sampling::SamplingParams;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where the model comes from.
 #[derive(Args, Debug, Clone)]
@@ -25,8 +26,8 @@ pub struct ModelArgs {
     #[arg(long, conflicts_with = "offline")]
     pub refresh: bool,
     /// Keep Q4_0, Q4_K and Q6_K weights in their file layout (by default they are repacked in
-    /// groups of 8 rows for faster decode where the CPU has AVX-512 VNNI; the same results, bit
-    /// for bit). Loading is faster without it.
+    /// groups of 8 rows for faster decode where the CPU has AVX-512 VNNI, in the background
+    /// after the load; the same results, bit for bit).
     #[arg(long)]
     pub no_repack: bool,
 }
@@ -36,6 +37,7 @@ impl ModelArgs {
         LoadOptions {
             tokenizer: self.tokenizer.clone(),
             no_repack: self.no_repack,
+            pool: None,
         }
     }
 
@@ -95,12 +97,14 @@ impl RuntimeArgs {
     }
 
     /// The thread pool every forward pass runs in.
-    pub fn pool(&self) -> anyhow::Result<rayon::ThreadPool> {
+    pub fn pool(&self) -> anyhow::Result<Arc<rayon::ThreadPool>> {
         let n = self
             .threads
             .map(|t| t as usize)
             .unwrap_or_else(physical_cores);
-        Ok(rayon::ThreadPoolBuilder::new().num_threads(n).build()?)
+        Ok(Arc::new(
+            rayon::ThreadPoolBuilder::new().num_threads(n).build()?,
+        ))
     }
 }
 
@@ -216,13 +220,19 @@ impl SamplingArgs {
     }
 }
 
-/// Resolve and load a model, timing the load.
+/// Resolve and load a model, timing the load; a background repacking of its weights runs in
+/// `pool`, the pool of the forward passes.
 pub fn load_model(
     args: &ModelArgs,
     positional: Option<&str>,
+    pool: &Arc<rayon::ThreadPool>,
 ) -> anyhow::Result<(LoadedModel, f64)> {
     let path = args.resolve(positional)?;
     let t = std::time::Instant::now();
-    let m = deepseek::loader::load(&path, &args.load_options())?;
+    let opts = LoadOptions {
+        pool: Some(pool.clone()),
+        ..args.load_options()
+    };
+    let m = deepseek::loader::load(&path, &opts)?;
     Ok((m, t.elapsed().as_secs_f64()))
 }

@@ -72,7 +72,7 @@ pub fn run(a: PerplexityArgs) -> anyhow::Result<()> {
         cache_type: "f32".into(),
     };
     let pool = runtime.pool()?;
-    let (m, _) = load_model(&a.model, a.model_pos.as_deref())?;
+    let (m, _) = load_model(&a.model, a.model_pos.as_deref(), &pool)?;
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("{}", a.file.display()))?;
     let add_bos = m.tokenizer.add_bos_by_default();
     let tokens = m.tokenizer.encode(&text, add_bos)?;

@@ -64,7 +64,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     if prompt.is_some() && a.prompt_ids.is_some() {
         bail!("run: give either PROMPT or --prompt-ids, not both");
     }
-    let (m, load_s) = load_model(&a.model, model_pos)?;
+    let (m, load_s) = load_model(&a.model, model_pos, &pool)?;
     let prompt_ids = if let Some(ids) = &a.prompt_ids {
         let ids = parse_ids(ids)?;
         if ids.is_empty() {

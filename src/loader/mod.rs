@@ -105,12 +105,16 @@ impl Tensor {
     /// mapped file pages it was read from are released (they are not read again), so the
     /// process holds the tensor's bytes once.
     pub fn pack_x8(&self) -> Result<Option<Tensor>> {
-        let m = self.mat()?;
-        if !deepseek_tensor::packable_x8(&m) {
-            return Ok(None);
+        let p = self.pack_x8_in(None)?;
+        if p.is_some() {
+            self.release_mapped_pages();
         }
-        let packed =
-            deepseek_tensor::pack_x8(&m).map_err(|e| Error::tensor(&self.name, e.to_string()))?;
+        Ok(p)
+    }
+
+    /// Drop this tensor's pages of a mapped file from the process, for a tensor that is no
+    /// longer read (a later read would fault them in again, with the same bytes).
+    pub fn release_mapped_pages(&self) {
         if let Storage::Mapped(map) = &*self.storage {
             // Whole pages inside the tensor's bytes only.
             let page = 4096;
@@ -131,6 +135,32 @@ impl Tensor {
                 // A refusal only costs memory.
                 let _ = r;
             }
+        }
+    }
+
+    /// [`Tensor::pack_x8`] with its parallel pieces run in `pool` (else the global pool), and
+    /// the mapped pages left in place (see [`Tensor::release_mapped_pages`]).
+    pub fn pack_x8_in(&self, pool: Option<&rayon::ThreadPool>) -> Result<Option<Tensor>> {
+        let m = self.mat()?;
+        if !deepseek_tensor::packable_x8(&m) {
+            return Ok(None);
+        }
+        // A megabyte of groups at a time: each piece is one parallel job, so that a forward
+        // pass sharing the thread pool with a background packing waits at most that long.
+        let rb = m.row_bytes();
+        let piece = rb * 8 * ((1 << 20) / (rb * 8)).max(1);
+        let mut packed = vec![0u8; self.len];
+        for (i, out) in packed.chunks_mut(piece).enumerate() {
+            let src = &m.data[i * piece..i * piece + out.len()];
+            let mut pack = move || {
+                MatRef::new(m.dtype, out.len() / rb, m.cols, src)
+                    .and_then(|sub| deepseek_tensor::pack_x8_into(&sub, out))
+            };
+            match pool {
+                Some(p) => p.install(pack),
+                None => pack(),
+            }
+            .map_err(|e| Error::tensor(&self.name, e.to_string()))?;
         }
         let len = packed.len();
         Ok(Some(Tensor {
@@ -196,6 +226,10 @@ pub struct LoadedModel {
     /// Bytes of the weight files.
     pub file_bytes: u64,
     pub path: std::path::PathBuf,
+    /// The 8-row packing of the weights, still running in the background when the load
+    /// returned (GGUF files on CPUs with AVX-512 VNNI, unless `no_repack`): the model is usable
+    /// meanwhile, with the same results, and decodes faster once it is done.
+    pub repacking: Option<crate::model::Repacking>,
 }
 
 impl LoadedModel {
@@ -226,6 +260,10 @@ pub struct LoadOptions {
     /// Keep every weight in its file layout: no repacking of Q4_0, Q4_K and Q6_K matrices in
     /// groups of 8 rows for decode (which is done where the CPU has AVX-512 VNNI).
     pub no_repack: bool,
+    /// The thread pool the background repacking runs its pieces in: the one the forward
+    /// passes use, so that the two take turns instead of competing for cores (else the
+    /// global pool).
+    pub pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 /// What a model path points at.
@@ -283,13 +321,13 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
                 generation: m.generation,
                 file_bytes: m.file_bytes,
                 path: path.to_path_buf(),
+                repacking: None,
             })
         }
         Format::Gguf => {
-            let (file, mut model, generation, file_bytes) = gguf::load_model(path)?;
-            if !opts.no_repack && deepseek_tensor::x8_fast() {
-                model.repack_x8()?;
-            }
+            let (file, model, generation, file_bytes) = gguf::load_model(path)?;
+            let repacking = (!opts.no_repack && deepseek_tensor::x8_fast())
+                .then(|| model.repack_x8_background(opts.pool.clone()));
             let tokenizer = match &opts.tokenizer {
                 Some(t) => deepseek_text::Tokenizer::from_file(t)?,
                 None => gguf::tokenizer(&file)?,
@@ -300,6 +338,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
                 generation,
                 file_bytes,
                 path: path.to_path_buf(),
+                repacking,
             })
         }
     }

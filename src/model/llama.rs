@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::loader::{Tensor, TensorSource};
 use deepseek_tensor::{matmul, ops, MatRef};
 use rayon::prelude::*;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// How tensor names are spelled in the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,16 +18,80 @@ pub enum Naming {
     Gguf,
 }
 
+/// A weight matrix, which may be replaced while the model runs by a copy in another layout
+/// that gives the same results bit for bit (the 8-row packing, done in the background): a
+/// forward pass takes the current tensor for each product, and an old copy lives on for as
+/// long as a product still reads it.
+pub struct Weight(RwLock<Arc<Tensor>>);
+
+impl Weight {
+    fn new(t: Tensor) -> Arc<Weight> {
+        Arc::new(Weight(RwLock::new(Arc::new(t))))
+    }
+
+    /// The current tensor.
+    pub fn get(&self) -> Arc<Tensor> {
+        // The lock guards a plain swap of an `Arc`: a panic while it is held leaves a valid
+        // tensor behind, so a poisoned lock is still usable.
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, t: Tensor) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(t);
+    }
+
+    /// Replace the tensor by its 8-row packed copy where it packs; whether it did. The old
+    /// copy's mapped file pages are released once no product reads it any more (a product
+    /// that took it before the swap holds it until it ends; waited for up to 10 s, after
+    /// which the pages stay, costing only memory).
+    fn pack_x8(&self, pool: Option<&rayon::ThreadPool>) -> Result<bool> {
+        let old = self.get();
+        let Some(p) = old.pack_x8_in(pool)? else {
+            return Ok(false);
+        };
+        self.set(p);
+        let t = std::time::Instant::now();
+        while Arc::strong_count(&old) > 1 && t.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if Arc::strong_count(&old) == 1 {
+            old.release_mapped_pages();
+        }
+        Ok(true)
+    }
+}
+
+/// The 8-row packing of a model's weights running on a thread of its own
+/// ([`Model::repack_x8_background`]).
+pub struct Repacking {
+    handle: std::thread::JoinHandle<Result<usize>>,
+    started: std::time::Instant,
+}
+
+impl Repacking {
+    /// Wait until every matrix is packed: how many were, and the seconds since the start.
+    pub fn wait(self) -> Result<(usize, f64)> {
+        let n = self
+            .handle
+            .join()
+            .map_err(|_| Error::Invalid("the repacking thread panicked".into()))??;
+        Ok((n, self.started.elapsed().as_secs_f64()))
+    }
+}
+
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
+    wq: Arc<Weight>,
+    wk: Arc<Weight>,
+    wv: Arc<Weight>,
+    wo: Arc<Weight>,
     ffn_norm: Vec<f32>,
-    w_gate: Tensor,
-    w_up: Tensor,
-    w_down: Tensor,
+    w_gate: Arc<Weight>,
+    w_up: Arc<Weight>,
+    w_down: Arc<Weight>,
 }
 
 /// A loaded decoder: weights in their stored types, borrowed from mapped files.
@@ -35,7 +100,7 @@ pub struct Model {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    lm_head: Tensor,
+    lm_head: Arc<Weight>,
     /// Whether `lm_head` is the token embedding (tied, and absent from the file).
     head_is_embedding: bool,
     inv_freq: Vec<f32>,
@@ -103,14 +168,18 @@ impl Model {
             let name = |a: &str, b: &str| n(&hf(a), &gg(b));
             layers.push(Layer {
                 attn_norm: fetch_norm(src, &name("input_layernorm", "attn_norm"), h)?,
-                wq: fetch(src, &name("self_attn.q_proj", "attn_q"), &[qd, h])?,
-                wk: fetch(src, &name("self_attn.k_proj", "attn_k"), &[kvd, h])?,
-                wv: fetch(src, &name("self_attn.v_proj", "attn_v"), &[kvd, h])?,
-                wo: fetch(src, &name("self_attn.o_proj", "attn_output"), &[h, qd])?,
+                wq: Weight::new(fetch(src, &name("self_attn.q_proj", "attn_q"), &[qd, h])?),
+                wk: Weight::new(fetch(src, &name("self_attn.k_proj", "attn_k"), &[kvd, h])?),
+                wv: Weight::new(fetch(src, &name("self_attn.v_proj", "attn_v"), &[kvd, h])?),
+                wo: Weight::new(fetch(
+                    src,
+                    &name("self_attn.o_proj", "attn_output"),
+                    &[h, qd],
+                )?),
                 ffn_norm: fetch_norm(src, &name("post_attention_layernorm", "ffn_norm"), h)?,
-                w_gate: fetch(src, &name("mlp.gate_proj", "ffn_gate"), &[ff, h])?,
-                w_up: fetch(src, &name("mlp.up_proj", "ffn_up"), &[ff, h])?,
-                w_down: fetch(src, &name("mlp.down_proj", "ffn_down"), &[h, ff])?,
+                w_gate: Weight::new(fetch(src, &name("mlp.gate_proj", "ffn_gate"), &[ff, h])?),
+                w_up: Weight::new(fetch(src, &name("mlp.up_proj", "ffn_up"), &[ff, h])?),
+                w_down: Weight::new(fetch(src, &name("mlp.down_proj", "ffn_down"), &[h, ff])?),
             });
         }
         let norm = fetch_norm(src, &n("model.norm.weight", "output_norm.weight"), h)?;
@@ -136,42 +205,69 @@ impl Model {
             embed,
             layers,
             norm,
-            lm_head,
+            lm_head: Weight::new(lm_head),
             head_is_embedding,
             inv_freq,
         })
     }
 
-    /// Repacks the Q4_0, Q4_K and Q6_K weight matrices in groups of 8 rows for decode
-    /// ([`Tensor::pack_x8`]): the same results bit for bit, in fewer instructions per weight.
-    /// The token embedding keeps its layout (it is read a row at a time), and so does an output head
-    /// that is the embedding. Returns how many matrices were repacked.
-    pub fn repack_x8(&mut self) -> Result<usize> {
-        let mut count = 0;
-        let mut pack = |t: &mut Tensor| -> Result<()> {
-            if let Some(p) = t.pack_x8()? {
-                *t = p;
-                count += 1;
-            }
-            Ok(())
-        };
-        for l in &mut self.layers {
-            for t in [
-                &mut l.wq,
-                &mut l.wk,
-                &mut l.wv,
-                &mut l.wo,
-                &mut l.w_gate,
-                &mut l.w_up,
-                &mut l.w_down,
-            ] {
-                pack(t)?;
+    /// The weight matrices that the 8-row packing may take: every layer's seven and the
+    /// output head, unless it is the token embedding (which keeps its layout: it is read a row
+    /// at a time).
+    fn packable_weights(&self) -> Vec<Arc<Weight>> {
+        let mut v: Vec<Arc<Weight>> = Vec::new();
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                v.push(w.clone());
             }
         }
         if !self.head_is_embedding {
-            pack(&mut self.lm_head)?;
+            v.push(self.lm_head.clone());
+        }
+        v
+    }
+
+    /// Repacks the Q4_0, Q4_K and Q6_K weight matrices in groups of 8 rows for decode
+    /// ([`Tensor::pack_x8`]): the same results bit for bit, in fewer instructions per weight.
+    /// The token embedding keeps its layout, and so does an output head that is the embedding.
+    /// Returns how many matrices were repacked.
+    pub fn repack_x8(&self) -> Result<usize> {
+        let mut count = 0;
+        for w in self.packable_weights() {
+            count += usize::from(w.pack_x8(None)?);
         }
         Ok(count)
+    }
+
+    /// [`Model::repack_x8`] on a thread of its own, one matrix after another, while the model
+    /// is in use: each matrix is swapped for its packed copy when that is complete. Results do
+    /// not change at any point (the packed kernels compute the same values bit for bit); only
+    /// the speed does. The packing runs in `pool` (give the one the forward passes use) in
+    /// pieces of about a megabyte, so a forward pass never waits long behind it. It stops
+    /// early when the model is dropped.
+    pub fn repack_x8_background(&self, pool: Option<Arc<rayon::ThreadPool>>) -> Repacking {
+        let weights: Vec<std::sync::Weak<Weight>> =
+            self.packable_weights().iter().map(Arc::downgrade).collect();
+        let started = std::time::Instant::now();
+        let handle = std::thread::Builder::new()
+            .name("repack".into())
+            .spawn(move || {
+                let mut count = 0;
+                for w in weights {
+                    let Some(w) = w.upgrade() else { break };
+                    match w.pack_x8(pool.as_deref()) {
+                        Ok(packed) => count += usize::from(packed),
+                        Err(e) => {
+                            // The matrices not yet packed keep their layout and their results.
+                            tracing::warn!("repacking stopped, the rest kept as loaded: {e}");
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(count)
+            })
+            .expect("spawning the repacking thread");
+        Repacking { handle, started }
     }
 
     /// A new, empty cache for one sequence of at most `max_len` positions.
@@ -247,7 +343,8 @@ impl Model {
         let mut o = vec![0f32; n * h];
         let mut g = vec![0f32; n * ff];
         let mut u = vec![0f32; n * ff];
-        let mm = |w: &Tensor, inp: &[f32], out: &mut [f32]| -> Result<()> {
+        let mm = |w: &Weight, inp: &[f32], out: &mut [f32]| -> Result<()> {
+            let w = w.get();
             let m: MatRef = w.mat()?;
             matmul(&m, inp, n, out)?;
             Ok(())
@@ -324,7 +421,8 @@ impl Model {
         let vocab = c.vocab_size;
         let mut logits = vec![0f32; nw * vocab];
         if nw > 0 {
-            matmul(&self.lm_head.mat()?, &normed, nw, &mut logits)?;
+            let head = self.lm_head.get();
+            matmul(&head.mat()?, &normed, nw, &mut logits)?;
         }
         // Hand each sequence its rows.
         let mut out = Vec::with_capacity(seqs.len());
@@ -377,10 +475,10 @@ impl Model {
     /// Bytes of weights read to produce one token (every matrix once).
     pub fn weight_bytes(&self) -> usize {
         let mut total =
-            self.embed.bytes().len() / self.config.vocab_size + self.lm_head.bytes().len();
+            self.embed.bytes().len() / self.config.vocab_size + self.lm_head.get().bytes().len();
         for l in &self.layers {
             for t in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-                total += t.bytes().len();
+                total += t.get().bytes().len();
             }
         }
         total

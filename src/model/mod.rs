@@ -6,4 +6,4 @@ pub mod llama;
 
 pub use config::{GenerationConfig, ModelConfig, RopeStyle};
 pub use kv_cache::{CacheType, KvCache};
-pub use llama::{Logits, Model, Naming, SeqInput};
+pub use llama::{Logits, Model, Naming, Repacking, SeqInput, Weight};

@@ -299,7 +299,7 @@ fn engine_thread(
         .num_threads(c.threads.max(1))
         .build()
     {
-        Ok(p) => p,
+        Ok(p) => Arc::new(p),
         Err(e) => {
             fail_with(format!("cannot start the thread pool: {e}"));
             let _ = fail.send(());
@@ -307,8 +307,24 @@ fn engine_thread(
         }
     };
     let t = std::time::Instant::now();
-    let model = match crate::loader::load(&c.model_path, &c.load) {
-        Ok(m) => m,
+    let opts = crate::loader::LoadOptions {
+        pool: Some(pool.clone()),
+        ..c.load.clone()
+    };
+    let model = match crate::loader::load(&c.model_path, &opts) {
+        Ok(mut m) => {
+            // The weights finish repacking in the background while requests are served; log
+            // when they are done.
+            if let Some(r) = m.repacking.take() {
+                std::thread::spawn(move || match r.wait() {
+                    Ok((n, s)) => {
+                        tracing::info!("{n} weight matrices repacked for decode in {s:.2}s")
+                    }
+                    Err(e) => tracing::warn!("repacking the weights failed, kept as loaded: {e}"),
+                });
+            }
+            m
+        }
         Err(e) => {
             fail_with(format!("{}", e));
             let _ = fail.send(());

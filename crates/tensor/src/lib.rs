@@ -50,8 +50,8 @@ mod x8;
 
 pub use dtype::DType;
 pub use matmul::{
-    dequantize, dequantize_row, matmul, matmul_isa, matmul_scalar, pack_x8, packable_x8, quantize,
-    x8_fast, Isa,
+    dequantize, dequantize_row, matmul, matmul_isa, matmul_scalar, pack_x8, pack_x8_into,
+    packable_x8, quantize, x8_fast, Isa,
 };
 
 use thiserror::Error;

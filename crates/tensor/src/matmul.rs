@@ -1017,6 +1017,18 @@ fn packed_kind(w: &MatRef) -> Option<x8::Kind> {
 /// The Q4_0, Q4_K or Q6_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
 /// decode (the `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes.
 pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
+    if !packable_x8(w) {
+        // The refusal, before any allocation.
+        pack_x8_into(w, &mut [])?;
+    }
+    let mut out = vec![0u8; w.dtype.row_bytes(w.cols)? * w.rows];
+    pack_x8_into(w, &mut out)?;
+    Ok(out)
+}
+
+/// [`pack_x8`] into `out`, exactly as many bytes as `w` (a caller may pack a matrix a few groups
+/// of rows at a time, each group's bytes being the same range in both layouts).
+pub fn pack_x8_into(w: &MatRef, out: &mut [u8]) -> Result<(), TensorError> {
     let Some(kind) = packed_kind(w) else {
         let packed = if w.layout == Layout::X8 {
             ", already packed"
@@ -1029,11 +1041,20 @@ pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
         )));
     };
     let rb = w.dtype.row_bytes(w.cols)?;
-    let mut out = vec![0u8; rb * w.rows];
+    if out.len() != rb * w.rows {
+        return Err(TensorError::Shape(format!(
+            "8-row packing of a {}x{} {} matrix ({} bytes) into {} bytes",
+            w.rows,
+            w.cols,
+            w.dtype,
+            rb * w.rows,
+            out.len()
+        )));
+    }
     out.par_chunks_mut(rb * x8::ROWS)
         .enumerate()
         .for_each(|(g, o)| x8::pack(kind, core::array::from_fn(|r| w.row(8 * g + r)), o));
-    Ok(out)
+    Ok(())
 }
 
 /// Dequantise row `r` of `w` into `out` (`w.cols` values).

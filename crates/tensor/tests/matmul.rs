@@ -2,8 +2,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use deepseek_tensor::{
-    dequantize_row, matmul, matmul_isa, matmul_scalar, pack_x8, quantize, DType, Isa, Layout,
-    MatRef,
+    dequantize_row, matmul, matmul_isa, matmul_scalar, pack_x8, pack_x8_into, quantize, DType, Isa,
+    Layout, MatRef,
 };
 
 struct Rng(u64);
@@ -130,6 +130,14 @@ fn packed_matches_scalar_bit_exact() {
                 let w = MatRef::new(t, rows, cols, &wb).unwrap();
                 let packed = pack_x8(&w).unwrap();
                 assert_eq!(packed.len(), wb.len());
+                // Packed a group of 8 rows at a time into the same byte ranges: the same bytes.
+                let mut pieces = vec![0u8; wb.len()];
+                let gb = wb.len() / rows * 8;
+                for (g, out) in pieces.chunks_mut(gb).enumerate() {
+                    let sub = MatRef::new(t, 8, cols, &wb[g * gb..(g + 1) * gb]).unwrap();
+                    pack_x8_into(&sub, out).unwrap();
+                }
+                assert!(pieces == packed, "{t} {rows}x{cols}: packed by groups");
                 let p = MatRef::packed_x8(t, rows, cols, &packed).unwrap();
                 assert_eq!(p.layout, Layout::X8);
                 let mut buf = Vec::new();
@@ -179,6 +187,9 @@ fn packed_matches_scalar_bit_exact() {
     let p = MatRef::packed_x8(DType::Q4_K, 8, 256, &wb).unwrap();
     let err = pack_x8(&p).unwrap_err();
     assert!(err.to_string().contains("already packed"), "{err}");
+    let w = MatRef::new(DType::Q4_K, 8, 256, &wb).unwrap();
+    let err = pack_x8_into(&w, &mut vec![0u8; wb.len() - 1]).unwrap_err();
+    assert!(err.to_string().contains("into 1151 bytes"), "{err}");
     assert!(matmul(&p, &[0.0; 255], 1, &mut [0.0; 8]).is_err());
 }
 
