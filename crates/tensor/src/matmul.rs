@@ -493,12 +493,13 @@ fn matmul_impl(
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
-            // 8-row packed Q4_0, Q4_K or Q6_K: the packed kernels below 16 tokens (one token, or
-            // for Q4_0 two, per pass over a group, whose bytes stay in L1 across the tokens);
-            // whole tiles take the tile paths on rows rebuilt one at a time.
+            // 8-row packed Q4_0, Q4_K or Q6_K: the packed kernels (up to four tokens per pass
+            // over a group, whose bytes stay in L1 or L2 across the tokens) where they are the
+            // faster path ([`x8_takes`]); else the tile paths on rows rebuilt one at a time.
             if w.layout == Layout::X8 {
                 let vnni = simd && isa >= Isa::Avx512Vnni && kernels::has_avx512_vnni();
-                if n < X8_MAX_TOKENS || !vnni {
+                let amx = isa == Isa::Amx && n >= AMX_MIN_TOKENS && amx::available();
+                if !vnni || x8_takes(w.dtype, n, amx) {
                     run_x8(w, &rows, out, vnni);
                     drop(rows);
                     ACT.with(|c| *c.borrow_mut() = act);
@@ -853,9 +854,16 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
     }
 }
 
-/// Batches below this many tokens of an 8-row packed matrix take [`run_x8`] (larger ones
-/// the tile paths, when the CPU has them).
-const X8_MAX_TOKENS: usize = 16;
+/// Whether a batch of `n` tokens with an 8-row packed matrix of type `t` takes [`run_x8`]
+/// rather than the tile paths (on a CPU with AVX-512 VNNI; `amx`: the AMX path would take the
+/// batch, and does). Chosen by `matvec_speed` (`MV_X8=1 MV_CACHED=1`, 512×4096, one thread of
+/// a Zen 4 core, µs, packed kernels against tiles): Q4_K 16 tokens 252 against 724, 32 504
+/// against 981, 128 2025 against 2440, 512 8399 against 9475 (four tokens per pass, which
+/// unpack each super-block once for the four); Q4_0 16 tokens 379 against 463, 32 777 against
+/// 738; Q6_K 16 613 against 833, 32 1220 against 1096.
+fn x8_takes(t: DType, n: usize, amx: bool) -> bool {
+    !amx && (t == DType::Q4_K || n < 32)
+}
 
 /// Products with an 8-row packed Q4_0, Q4_K or Q6_K matrix ([`Layout::X8`], checked by `check`):
 /// its groups split among the pool's threads, each group multiplied with every activation row
@@ -882,13 +890,33 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
             };
             let mut t = 0;
             #[cfg(target_arch = "x86_64")]
-            if vnni && kind == x8::Kind::Q4_0 {
-                // Two tokens per pass: the weights unpacked once for both.
+            if vnni && kind == x8::Kind::Q4K {
+                // Four tokens per pass.
+                while t + 4 <= acts.len() {
+                    let four: &[ActRow; 4] = acts[t..t + 4].try_into().expect("four rows");
+                    // SAFETY: as below.
+                    let v = unsafe { x8::avx512::dot_q4_k::<4>(wg, four) };
+                    for (i, v) in v.into_iter().enumerate() {
+                        put(t + i, v);
+                    }
+                    t += 4;
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if vnni && kind != x8::Kind::Q6K {
+                // Two tokens per pass: the weights unpacked once for both (not Q6_K, whose
+                // 16 accumulators per token leave no registers for a second token: measured
+                // slower).
                 while t + 2 <= acts.len() {
                     let two: &[ActRow; 2] = acts[t..t + 2].try_into().expect("two rows");
                     // SAFETY: `vnni` is only true when the CPU has AVX-512 F, BW, VL and
                     // VNNI (with AVX2, FMA and F16C).
-                    let v = unsafe { x8::avx512::dot_q4_0::<2>(wg, two) };
+                    let v = unsafe {
+                        match kind {
+                            x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<2>(wg, two),
+                            _ => x8::avx512::dot_q4_k::<2>(wg, two),
+                        }
+                    };
                     put(t, v[0]);
                     put(t + 1, v[1]);
                     t += 2;
@@ -901,7 +929,7 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                     unsafe {
                         match kind {
                             x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<1>(wg, &[*a])[0],
-                            x8::Kind::Q4K => x8::avx512::dot_q4_k(wg, a),
+                            x8::Kind::Q4K => x8::avx512::dot_q4_k::<1>(wg, &[*a])[0],
                             x8::Kind::Q6K => x8::avx512::dot_q6_k(wg, a),
                         }
                     }

@@ -202,27 +202,33 @@ pub(crate) mod avx512 {
         _mm256_set1_epi32((p as *const i32).read_unaligned())
     }
 
-    /// The 8 rows of a packed Q4_K group (`p`: `nb * 1152` bytes) against one activation row
-    /// of `nb` super-blocks.
+    /// The 8 rows of a packed Q4_K group (`p`: `nb * 1152` bytes) against `NT` activation rows
+    /// of `nb` super-blocks (the weights and scales unpacked once for all of them; each row's
+    /// arithmetic the same as alone).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn dot_q4_k(p: &[u8], a: &ActRow) -> [f32; ROWS] {
+    pub(crate) unsafe fn dot_q4_k<const NT: usize>(
+        p: &[u8],
+        a: &[ActRow; NT],
+    ) -> [[f32; ROWS]; NT] {
         let nb = p.len() / GB;
-        assert!(
-            p.len() == nb * GB
-                && a.d.len() == nb
-                && a.qs.len() == nb * 256
-                && a.bsum32.len() == nb * 8
-        );
+        for a in a {
+            assert!(
+                p.len() == nb * GB
+                    && a.d.len() == nb
+                    && a.qs.len() == nb * 256
+                    && a.bsum32.len() == nb * 8
+            );
+        }
         let (k1, k2, k3) = (
             _mm256_set1_epi32(0x3f3f3f3f),
             _mm256_set1_epi32(0x0f0f0f0f),
             _mm256_set1_epi32(0x03030303),
         );
         let m4 = _mm256_set1_epi8(0xF);
-        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut acc = [[_mm256_setzero_ps(); 8]; NT];
         for i in 0..nb {
             // SAFETY (all reads below): the group's super-block `i` is bytes
             // GB·i..GB·(i + 1) of `p`; the activation reads stay inside super-block `i`'s 256
@@ -252,45 +258,61 @@ pub(crate) mod avx512 {
                     _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u1), k3)),
                 ),
             ];
-            let qy = a.qs.as_ptr().add(256 * i);
             let qs = b.add(128);
-            let mut isum = _mm256_setzero_si256();
+            let mut isum = [_mm256_setzero_si256(); NT];
             for c in 0..4 {
-                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                let mut lo = [_mm256_setzero_si256(); NT];
+                let mut hi = [_mm256_setzero_si256(); NT];
                 for s in 0..8 {
                     let q = _mm256_loadu_si256(qs.add(32 * (8 * c + s)) as *const __m256i);
                     let ql = _mm256_and_si256(q, m4);
                     let qh = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
-                    lo = _mm256_dpbusd_epi32(lo, ql, bcast(qy.add(64 * c + 4 * s)));
-                    hi = _mm256_dpbusd_epi32(hi, qh, bcast(qy.add(64 * c + 32 + 4 * s)));
+                    for t in 0..NT {
+                        let qy = a[t].qs.as_ptr().add(256 * i);
+                        lo[t] = _mm256_dpbusd_epi32(lo[t], ql, bcast(qy.add(64 * c + 4 * s)));
+                        hi[t] = _mm256_dpbusd_epi32(hi[t], qh, bcast(qy.add(64 * c + 32 + 4 * s)));
+                    }
                 }
                 let v = sc[c / 2];
                 let k = 2 * (c as u32 % 2);
-                isum = _mm256_add_epi32(
-                    isum,
+                let (s0, s1) = (byte(v, k), byte(v, k + 1));
+                for t in 0..NT {
+                    isum[t] = _mm256_add_epi32(
+                        isum[t],
+                        _mm256_add_epi32(
+                            _mm256_mullo_epi32(lo[t], s0),
+                            _mm256_mullo_epi32(hi[t], s1),
+                        ),
+                    );
+                }
+            }
+            let m = [
+                byte_pair(mn[0], 0),
+                byte_pair(mn[0], 1),
+                byte_pair(mn[1], 0),
+                byte_pair(mn[1], 1),
+            ];
+            let l = i % 8;
+            for t in 0..NT {
+                let bs = a[t].bsum32.as_ptr().add(8 * i) as *const i8;
+                let imin = _mm256_add_epi32(
                     _mm256_add_epi32(
-                        _mm256_mullo_epi32(lo, byte(v, k)),
-                        _mm256_mullo_epi32(hi, byte(v, k + 1)),
+                        _mm256_madd_epi16(m[0], bcast(bs)),
+                        _mm256_madd_epi16(m[1], bcast(bs.add(4))),
+                    ),
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(m[2], bcast(bs.add(8))),
+                        _mm256_madd_epi16(m[3], bcast(bs.add(12))),
                     ),
                 );
+                let dy = _mm256_set1_ps(*a[t].d.get_unchecked(i));
+                acc[t][l] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum[t]), acc[t][l]);
+                acc[t][l] =
+                    _mm256_fnmadd_ps(_mm256_mul_ps(dm, dy), _mm256_cvtepi32_ps(imin), acc[t][l]);
             }
-            let bs = a.bsum32.as_ptr().add(8 * i) as *const i8;
-            let imin = _mm256_add_epi32(
-                _mm256_add_epi32(
-                    _mm256_madd_epi16(byte_pair(mn[0], 0), bcast(bs)),
-                    _mm256_madd_epi16(byte_pair(mn[0], 1), bcast(bs.add(4))),
-                ),
-                _mm256_add_epi32(
-                    _mm256_madd_epi16(byte_pair(mn[1], 0), bcast(bs.add(8))),
-                    _mm256_madd_epi16(byte_pair(mn[1], 1), bcast(bs.add(12))),
-                ),
-            );
-            let dy = _mm256_set1_ps(*a.d.get_unchecked(i));
-            let l = i % 8;
-            acc[l] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum), acc[l]);
-            acc[l] = _mm256_fnmadd_ps(_mm256_mul_ps(dm, dy), _mm256_cvtepi32_ps(imin), acc[l]);
         }
-        hsum8_lanes(&acc)
+        core::array::from_fn(|t| hsum8_lanes(&acc[t]))
     }
 
     /// Bytes of a Q4_0 group's block.
@@ -506,33 +528,49 @@ mod tests {
                     unpack_row(kind, &p, r, &mut back);
                     assert_eq!(&back, row, "{kind:?}: round trip of row {r}");
                 }
-                let x: Vec<f32> = (0..nb * values)
+                // Four activation rows: the kernels that take several at once give each the
+                // bits of the scalar twin on that row alone.
+                let x: Vec<f32> = (0..4 * nb * values)
                     .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
                     .collect();
                 let mut act = QAct::default();
-                act.quantize(&x, 1, nb * values, values, false, kind == Kind::Q4_0);
-                let a = act.row(0);
-                let want = dot_scalar(kind, &p, &a);
+                act.quantize(&x, 4, nb * values, values, false, kind == Kind::Q4_0);
+                let rows: [ActRow; 4] = core::array::from_fn(|t| act.row(t));
+                let want: Vec<[f32; ROWS]> = rows.iter().map(|a| dot_scalar(kind, &p, a)).collect();
                 #[cfg(target_arch = "x86_64")]
                 {
                     if !crate::kernels::has_avx512_vnni() {
                         println!("SKIPPED: CPU lacks AVX-512 VNNI");
                         continue;
                     }
+                    let r1 = [rows[0]];
+                    let r2 = [rows[0], rows[1]];
                     // SAFETY: AVX-512 VNNI (with F, BW, VL), AVX2, FMA and F16C checked above.
-                    let got = unsafe {
+                    let got: Vec<Vec<[f32; ROWS]>> = unsafe {
                         match kind {
-                            Kind::Q4K => avx512::dot_q4_k(&p, &a),
-                            Kind::Q4_0 => avx512::dot_q4_0::<1>(&p, &[a])[0],
-                            Kind::Q6K => avx512::dot_q6_k(&p, &a),
+                            Kind::Q4K => vec![
+                                avx512::dot_q4_k::<1>(&p, &r1).to_vec(),
+                                avx512::dot_q4_k::<2>(&p, &r2).to_vec(),
+                                avx512::dot_q4_k::<4>(&p, &rows).to_vec(),
+                            ],
+                            Kind::Q4_0 => vec![
+                                avx512::dot_q4_0::<1>(&p, &r1).to_vec(),
+                                avx512::dot_q4_0::<2>(&p, &r2).to_vec(),
+                            ],
+                            Kind::Q6K => vec![vec![avx512::dot_q6_k(&p, &rows[0])]],
                         }
                     };
-                    for r in 0..ROWS {
-                        assert_eq!(
-                            got[r].to_bits(),
-                            want[r].to_bits(),
-                            "{kind:?} nb={nb} row {r}"
-                        );
+                    for g in &got {
+                        for (t, g) in g.iter().enumerate() {
+                            for r in 0..ROWS {
+                                assert_eq!(
+                                    g[r].to_bits(),
+                                    want[t][r].to_bits(),
+                                    "{kind:?} nb={nb} activation row {t} of {}, row {r}",
+                                    got.len()
+                                );
+                            }
+                        }
                     }
                 }
             }

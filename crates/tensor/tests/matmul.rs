@@ -115,8 +115,9 @@ fn simd_matches_scalar_bit_exact() {
 }
 
 /// Q4_0, Q4_K and Q6_K rows packed in groups of 8 (`pack_x8`) give the bits of the scalar
-/// definition on the unpacked rows on every path: the packed kernels (1 to 15 tokens) and the
-/// tile and AMX paths on rebuilt rows (16 and more); quantised and random weights, 1 to 11
+/// definition on the unpacked rows on every path: the packed kernels (one, two and, for Q4_K,
+/// four tokens per pass; Q4_K at every batch size, Q4_0 and Q6_K below 32 tokens) and the tile
+/// and AMX paths on rebuilt rows (35 tokens); quantised and random weights, 1 to 11
 /// super-blocks (Q4_0: 8 to 88 blocks); rows rebuild and dequantise exactly; other types,
 /// row counts and packing twice are refused.
 #[test]
