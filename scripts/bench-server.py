@@ -7,7 +7,8 @@ Usage: bench-server.py MODEL.gguf [--deepseek BIN] [--llama-bin DIR] [-n 32] [-t
 
 Each engine is started with 8 parallel slots on a free loopback port. For each concurrency level
 N, N clients send different prompts at the same moment (streamed /v1/completions, temperature 0,
-max_tokens n, EOS ignored) after one warm-up request. Reported per level: aggregate generated
+max_tokens n, EOS ignored) after one warm-up request (and, for deepseek, once `/health` no longer
+reports its weights `repacking`). Reported per level: aggregate generated
 tokens per second (all tokens of all streams / wall time from the first request to the last
 token), and the median and worst time to first token. Prints a Markdown table.
 """
@@ -38,6 +39,17 @@ def stream(port, prompt, n, out):
                 if first is None:
                     first = time.time()
     out.append({"ttft": (first or time.time()) - t0, "end": time.time(), "start": t0})
+
+def wait_repacked(port, timeout=300):
+    """Wait until /health no longer says `repacking` (deepseek repacks its weights in the
+    background after the load; the speeds measured are those after it)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            if not json.loads(r.read()).get("repacking", False):
+                return
+        time.sleep(0.2)
+    raise SystemExit("the weights were still repacking after the timeout")
 
 def run_level(port, n_streams, n):
     results = []
@@ -73,6 +85,7 @@ def main():
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_ready(port, proc)
+            wait_repacked(port)
             run_level(port, 1, 4)  # warm-up
             for lv in levels:
                 table[(engine, lv)] = run_level(port, lv, a.n)

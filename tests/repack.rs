@@ -171,7 +171,7 @@ fn background_repacking_changes_no_result_and_packs_every_matrix() {
             .build()
             .unwrap(),
     );
-    let job = m.repack_x8_background(Some(pool.clone()));
+    let job = m.repack_x8_background(Some(pool.clone())).unwrap();
     // Forward passes while the matrices are swapped one after another, and after.
     for _ in 0..4 {
         assert_eq!(bits(&pool.install(|| run(&m))), bits(&expect));
@@ -183,9 +183,43 @@ fn background_repacking_changes_no_result_and_packs_every_matrix() {
     assert_eq!(m.repack_x8().unwrap(), 0, "all packed already");
     // The model dropped before its packing ends: the packing stops without error.
     let early = model();
-    let job = early.repack_x8_background(None);
+    let job = early.repack_x8_background(None).unwrap();
     drop(early);
     assert!(job.wait().unwrap().0 <= 14);
+}
+
+/// A job that holds a worker of the pool until the packing is done (as the server's scheduler
+/// loop holds one for good) does not stall a packing in that pool: its pieces never wait inside
+/// the pool, where a waiting worker could take up the blocking job and not come back. The
+/// blocking job arrives at varied moments of a 4096x4096 Q4_K matrix's packing.
+#[test]
+fn packing_in_a_pool_finishes_beside_a_job_that_blocks_a_worker() {
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap(),
+    );
+    let mut seed = 5;
+    let t = Arc::new(tensor("big", DType::Q4_K, vec![4096, 4096], &mut seed, 1.0));
+    for round in 0..12u64 {
+        let (p, t2) = (pool.clone(), t.clone());
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(t2.pack_x8_in(Some(&p)).map(|p| p.is_some()));
+        });
+        std::thread::sleep(std::time::Duration::from_micros(300 * round));
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        pool.spawn(move || {
+            let _ = blocked.recv();
+        });
+        let r = done.recv_timeout(std::time::Duration::from_secs(30));
+        release.send(()).unwrap();
+        let packed = r
+            .unwrap_or_else(|_| panic!("round {round}: packing stuck behind the blocking job"))
+            .unwrap();
+        assert!(packed);
+    }
 }
 
 fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {

@@ -7,6 +7,7 @@ pub mod safetensors;
 use crate::error::{Error, Result};
 use deepseek_tensor::{DType, Layout, MatRef};
 use memmap2::Mmap;
+use rayon::prelude::*;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -138,30 +139,35 @@ impl Tensor {
         }
     }
 
-    /// [`Tensor::pack_x8`] with its parallel pieces run in `pool` (else the global pool), and
+    /// [`Tensor::pack_x8`] with its pieces run one by one in `pool` (else in parallel in the
+    /// global pool), and
     /// the mapped pages left in place (see [`Tensor::release_mapped_pages`]).
     pub fn pack_x8_in(&self, pool: Option<&rayon::ThreadPool>) -> Result<Option<Tensor>> {
         let m = self.mat()?;
         if !deepseek_tensor::packable_x8(&m) {
             return Ok(None);
         }
-        // A megabyte of groups at a time: each piece is one parallel job, so that a forward
-        // pass sharing the thread pool with a background packing waits at most that long.
+        // A megabyte of groups at a time. In `pool`, each piece is one job that packs it on
+        // one thread and never waits inside the pool: a worker that waits on a join may take
+        // up any job queued from outside, and a job that never returns (the server's
+        // scheduler loop) taken up that way would leave a waiting packing job stuck behind it.
+        // A forward pass sharing the pool waits at most one piece.
         let rb = m.row_bytes();
         let piece = rb * 8 * ((1 << 20) / (rb * 8)).max(1);
         let mut packed = vec![0u8; self.len];
-        for (i, out) in packed.chunks_mut(piece).enumerate() {
+        let pack = |(i, out): (usize, &mut [u8])| {
             let src = &m.data[i * piece..i * piece + out.len()];
-            let mut pack = move || {
-                MatRef::new(m.dtype, out.len() / rb, m.cols, src)
-                    .and_then(|sub| deepseek_tensor::pack_x8_into(&sub, out))
-            };
-            match pool {
-                Some(p) => p.install(pack),
-                None => pack(),
-            }
-            .map_err(|e| Error::tensor(&self.name, e.to_string()))?;
+            MatRef::new(m.dtype, out.len() / rb, m.cols, src)
+                .and_then(|sub| deepseek_tensor::pack_x8_into(&sub, out))
+        };
+        match pool {
+            Some(p) => packed
+                .chunks_mut(piece)
+                .enumerate()
+                .try_for_each(|c| p.install(|| pack(c))),
+            None => packed.par_chunks_mut(piece).enumerate().try_for_each(pack),
         }
+        .map_err(|e| Error::tensor(&self.name, e.to_string()))?;
         let len = packed.len();
         Ok(Some(Tensor {
             name: self.name.clone(),
@@ -327,7 +333,8 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         Format::Gguf => {
             let (file, model, generation, file_bytes) = gguf::load_model(path)?;
             let repacking = (!opts.no_repack && deepseek_tensor::x8_fast())
-                .then(|| model.repack_x8_background(opts.pool.clone()));
+                .then(|| model.repack_x8_background(opts.pool.clone()))
+                .transpose()?;
             let tokenizer = match &opts.tokenizer {
                 Some(t) => deepseek_text::Tokenizer::from_file(t)?,
                 None => gguf::tokenizer(&file)?,

@@ -245,7 +245,7 @@ impl Model {
     /// the speed does. The packing runs in `pool` (give the one the forward passes use) in
     /// pieces of about a megabyte, so a forward pass never waits long behind it. It stops
     /// early when the model is dropped.
-    pub fn repack_x8_background(&self, pool: Option<Arc<rayon::ThreadPool>>) -> Repacking {
+    pub fn repack_x8_background(&self, pool: Option<Arc<rayon::ThreadPool>>) -> Result<Repacking> {
         let weights: Vec<std::sync::Weak<Weight>> =
             self.packable_weights().iter().map(Arc::downgrade).collect();
         let started = std::time::Instant::now();
@@ -266,8 +266,8 @@ impl Model {
                 }
                 Ok(count)
             })
-            .expect("spawning the repacking thread");
-        Repacking { handle, started }
+            .map_err(|e| Error::Invalid(format!("cannot start the repacking thread: {e}")))?;
+        Ok(Repacking { handle, started })
     }
 
     /// A new, empty cache for one sequence of at most `max_len` positions.

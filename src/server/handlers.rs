@@ -49,7 +49,9 @@ fn new_id(e: Endpoint) -> String {
     format!("{}{:016x}", e.id_prefix(), openai::random_seed())
 }
 
-/// `GET /health`: 200 once the model is loaded, 503 while it loads or the server stops.
+/// `GET /health`: 200 once the model is loaded, 503 while it loads or the server stops;
+/// `repacking` is true while its weights are still being repacked for faster decode (requests
+/// are answered meanwhile, with the same results).
 pub async fn health(State(s): State<Arc<AppState>>) -> Response {
     if s.shutting_down.load(Ordering::Relaxed) {
         return (
@@ -59,8 +61,9 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Response {
             .into_response();
     }
     match s.ready.get() {
-        Some(_) => Json(json!({
+        Some(r) => Json(json!({
             "status": "ok",
+            "repacking": r.repacking.load(Ordering::Relaxed),
             "slots": s.config.parallel,
             "running": s.stats.running.load(Ordering::Relaxed),
             "queued": s.stats.queued.load(Ordering::Relaxed),

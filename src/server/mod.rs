@@ -60,6 +60,8 @@ pub struct ServerConfig {
 pub struct Ready {
     pub model: LoadedModel,
     pub ctx: usize,
+    /// Whether the weights are still being repacked in the background (`/health` says so).
+    pub repacking: Arc<AtomicBool>,
 }
 
 /// State shared by the handlers.
@@ -311,16 +313,24 @@ fn engine_thread(
         pool: Some(pool.clone()),
         ..c.load.clone()
     };
+    let repacking = Arc::new(AtomicBool::new(false));
     let model = match crate::loader::load(&c.model_path, &opts) {
         Ok(mut m) => {
             // The weights finish repacking in the background while requests are served; log
             // when they are done.
             if let Some(r) = m.repacking.take() {
-                std::thread::spawn(move || match r.wait() {
-                    Ok((n, s)) => {
-                        tracing::info!("{n} weight matrices repacked for decode in {s:.2}s")
+                repacking.store(true, Ordering::Relaxed);
+                let flag = repacking.clone();
+                std::thread::spawn(move || {
+                    match r.wait() {
+                        Ok((n, s)) => {
+                            tracing::info!("{n} weight matrices repacked for decode in {s:.2}s")
+                        }
+                        Err(e) => {
+                            tracing::warn!("repacking the weights failed, kept as loaded: {e}")
+                        }
                     }
-                    Err(e) => tracing::warn!("repacking the weights failed, kept as loaded: {e}"),
+                    flag.store(false, Ordering::Relaxed);
                 });
             }
             m
@@ -354,7 +364,11 @@ fn engine_thread(
     if ctx > max {
         tracing::warn!("--ctx-size {ctx} is larger than the model's max_position_embeddings {max}");
     }
-    let ready = Arc::new(Ready { model, ctx });
+    let ready = Arc::new(Ready {
+        model,
+        ctx,
+        repacking,
+    });
     let _ = state.ready.set(ready.clone());
     tracing::info!("ready");
     let stats = state.stats.clone();

@@ -39,6 +39,8 @@ def sse_events(resp):
 def test_health_models_metrics(server, client):
     r = requests.get(server.url + "/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
+    # A Hugging Face folder keeps its layout: nothing to repack.
+    assert r.json()["repacking"] is False
     ids = [m.id for m in client.models.list().data]
     assert ids == [MODEL_ID]
     assert client.models.retrieve(MODEL_ID).id == MODEL_ID

@@ -1049,13 +1049,21 @@ pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
         // The refusal, before any allocation.
         pack_x8_into(w, &mut [])?;
     }
-    let mut out = vec![0u8; w.dtype.row_bytes(w.cols)? * w.rows];
-    pack_x8_into(w, &mut out)?;
+    let rb = w.dtype.row_bytes(w.cols)?;
+    let mut out = vec![0u8; rb * w.rows];
+    // Groups of 8 rows in parallel, each packed by the sequential `pack_x8_into`.
+    out.par_chunks_mut(rb * x8::ROWS)
+        .enumerate()
+        .try_for_each(|(g, o)| {
+            let rows = &w.data[g * rb * x8::ROWS..(g + 1) * rb * x8::ROWS];
+            pack_x8_into(&MatRef::new(w.dtype, x8::ROWS, w.cols, rows)?, o)
+        })?;
     Ok(out)
 }
 
-/// [`pack_x8`] into `out`, exactly as many bytes as `w` (a caller may pack a matrix a few groups
-/// of rows at a time, each group's bytes being the same range in both layouts).
+/// [`pack_x8`] into `out`, exactly as many bytes as `w`, on the calling thread alone (a caller
+/// may pack a matrix a few groups of rows at a time, each group's bytes being the same range
+/// in both layouts).
 pub fn pack_x8_into(w: &MatRef, out: &mut [u8]) -> Result<(), TensorError> {
     let Some(kind) = packed_kind(w) else {
         let packed = if w.layout == Layout::X8 {
@@ -1079,9 +1087,9 @@ pub fn pack_x8_into(w: &MatRef, out: &mut [u8]) -> Result<(), TensorError> {
             out.len()
         )));
     }
-    out.par_chunks_mut(rb * x8::ROWS)
-        .enumerate()
-        .for_each(|(g, o)| x8::pack(kind, core::array::from_fn(|r| w.row(8 * g + r)), o));
+    for (g, o) in out.chunks_mut(rb * x8::ROWS).enumerate() {
+        x8::pack(kind, core::array::from_fn(|r| w.row(8 * g + r)), o);
+    }
     Ok(())
 }
 
