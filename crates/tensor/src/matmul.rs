@@ -860,7 +860,7 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
 /// a Zen 4 core, µs, packed kernels against tiles): Q4_K 16 tokens 252 against 724, 32 504
 /// against 981, 128 2025 against 2440, 512 8399 against 9475 (four tokens per pass, which
 /// unpack each super-block once for the four); Q4_0 16 tokens 379 against 463, 32 777 against
-/// 738; Q6_K 16 613 against 833, 32 1220 against 1096.
+/// 738; Q6_K 16 446 against 833 (two tokens per pass).
 fn x8_takes(t: DType, n: usize, amx: bool) -> bool {
     !amx && (t == DType::Q4_K || n < 32)
 }
@@ -903,10 +903,8 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            if vnni && kind != x8::Kind::Q6K {
-                // Two tokens per pass: the weights unpacked once for both (not Q6_K, whose
-                // 16 accumulators per token leave no registers for a second token: measured
-                // slower).
+            if vnni {
+                // Two tokens per pass: the weights unpacked once for both.
                 while t + 2 <= acts.len() {
                     let two: &[ActRow; 2] = acts[t..t + 2].try_into().expect("two rows");
                     // SAFETY: `vnni` is only true when the CPU has AVX-512 F, BW, VL and
@@ -914,7 +912,8 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                     let v = unsafe {
                         match kind {
                             x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<2>(wg, two),
-                            _ => x8::avx512::dot_q4_k::<2>(wg, two),
+                            x8::Kind::Q4K => x8::avx512::dot_q4_k::<2>(wg, two),
+                            x8::Kind::Q6K => x8::avx512::dot_q6_k::<2>(wg, two),
                         }
                     };
                     put(t, v[0]);
@@ -930,7 +929,7 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                         match kind {
                             x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<1>(wg, &[*a])[0],
                             x8::Kind::Q4K => x8::avx512::dot_q4_k::<1>(wg, &[*a])[0],
-                            x8::Kind::Q6K => x8::avx512::dot_q6_k(wg, a),
+                            x8::Kind::Q6K => x8::avx512::dot_q6_k::<1>(wg, &[*a])[0],
                         }
                     }
                 } else {

@@ -382,24 +382,29 @@ pub(crate) mod avx512 {
     /// Bytes of a Q6_K group's super-block.
     const GB6: usize = ROWS * Kind::Q6K.block_bytes();
 
-    /// The 8 rows of a packed Q6_K group (`p`: `nb * 1680` bytes) against one activation row
-    /// of `nb` super-blocks, by Q6_K's definition: per super-block the exact
-    /// `Σ_g sc_g·(Σ q·y − 32·Σ16y)` over its 16 sub-blocks, then
-    /// `acc[i % 8] = fma(d·dy, isum, ·)`, and `hsum8`.
+    /// The 8 rows of a packed Q6_K group (`p`: `nb * 1680` bytes) against `NT` activation rows
+    /// of `nb` super-blocks (the 6-bit values built once for all of them), by Q6_K's
+    /// definition: per super-block the exact `Σ_g sc_g·(Σ q·y − 32·Σ16y)` over its 16
+    /// sub-blocks, then `acc[i % 8] = fma(d·dy, isum, ·)`, and `hsum8`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn dot_q6_k(p: &[u8], a: &ActRow) -> [f32; ROWS] {
+    pub(crate) unsafe fn dot_q6_k<const NT: usize>(
+        p: &[u8],
+        a: &[ActRow; NT],
+    ) -> [[f32; ROWS]; NT] {
         let nb = p.len() / GB6;
-        assert!(
-            p.len() == nb * GB6
-                && a.d.len() == nb
-                && a.qs.len() == nb * 256
-                && a.bsum.len() == nb * 16
-        );
+        for a in a {
+            assert!(
+                p.len() == nb * GB6
+                    && a.d.len() == nb
+                    && a.qs.len() == nb * 256
+                    && a.bsum.len() == nb * 16
+            );
+        }
         let (m4, m30) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(0x30));
-        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut acc = [[_mm256_setzero_ps(); 8]; NT];
         for i in 0..nb {
             // SAFETY (all reads below): the group's super-block `i` is bytes
             // GB6·i..GB6·(i + 1) of `p`; the activation reads stay inside super-block `i`'s
@@ -409,58 +414,76 @@ pub(crate) mod avx512 {
                 _mm_prefetch::<_MM_HINT_T2>(b.wrapping_add(PF + 64 * l) as *const i8);
             }
             let d = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
-            let qy = a.qs.as_ptr().add(256 * i);
-            let bs = a.bsum.get_unchecked(16 * i..16 * i + 16);
-            let mut isum = _mm256_setzero_si256();
+            let mut isum = [_mm256_setzero_si256(); NT];
             for h in 0..2 {
-                // Sub-blocks 8h..8h + 8 (16 values each).
-                let mut t = [_mm256_setzero_si256(); 8];
-                for s in 0..8 {
-                    let ql = |k: usize| {
-                        _mm256_loadu_si256(b.add(144 + 32 * (16 * h + 8 * k + s)) as *const __m256i)
-                    };
-                    let (ql0, ql1) = (ql(0), ql(1));
-                    let qh = _mm256_loadu_si256(b.add(1168 + 32 * (8 * h + s)) as *const __m256i);
-                    let v = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql0, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(ql1, m4),
-                            _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                            _mm256_and_si256(qh, m30),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                            _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
-                        ),
-                    ];
-                    let y = qy.add(128 * h + 4 * s);
-                    for (k, v) in v.into_iter().enumerate() {
-                        let g = 2 * k + s / 4;
-                        t[g] = _mm256_dpbusd_epi32(t[g], v, bcast(y.add(32 * k)));
+                // Sub-blocks 8h..8h + 8 (16 values each): sub-block 8h + 2k + half gathers
+                // the values of part k (0..4) for s = 4·half..4·half + 4.
+                let mut sums = [[[_mm256_setzero_si256(); 4]; 2]; NT];
+                for half in 0..2 {
+                    for s in 4 * half..4 * half + 4 {
+                        let ql = |k: usize| {
+                            _mm256_loadu_si256(
+                                b.add(144 + 32 * (16 * h + 8 * k + s)) as *const __m256i
+                            )
+                        };
+                        let (ql0, ql1) = (ql(0), ql(1));
+                        let qh =
+                            _mm256_loadu_si256(b.add(1168 + 32 * (8 * h + s)) as *const __m256i);
+                        let v = [
+                            _mm256_or_si256(
+                                _mm256_and_si256(ql0, m4),
+                                _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(ql1, m4),
+                                _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                                _mm256_and_si256(qh, m30),
+                            ),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                                _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                            ),
+                        ];
+                        for t in 0..NT {
+                            let y = a[t].qs.as_ptr().add(256 * i + 128 * h + 4 * s);
+                            for k in 0..4 {
+                                sums[t][half][k] = _mm256_dpbusd_epi32(
+                                    sums[t][half][k],
+                                    v[k],
+                                    bcast(y.add(32 * k)),
+                                );
+                            }
+                        }
                     }
                 }
-                for (k, tk) in t.into_iter().enumerate() {
+                for k in 0..8 {
                     let g = 8 * h + k;
                     let sv = _mm256_loadu_si256(b.add(16 + 32 * (g / 4)) as *const __m256i);
                     // Byte g % 4 of each dword, sign-extended.
                     let top = within_dwords(((g as u32 % 4) << 24) | 0x0080_8080);
                     let sc = _mm256_srai_epi32::<24>(_mm256_shuffle_epi8(sv, top));
-                    let off = _mm256_set1_epi32(32 * bs[g] as i32);
-                    isum =
-                        _mm256_add_epi32(isum, _mm256_mullo_epi32(_mm256_sub_epi32(tk, off), sc));
+                    for t in 0..NT {
+                        let off =
+                            _mm256_set1_epi32(32 * *a[t].bsum.get_unchecked(16 * i + g) as i32);
+                        let tk = sums[t][k % 2][k / 2];
+                        isum[t] = _mm256_add_epi32(
+                            isum[t],
+                            _mm256_mullo_epi32(_mm256_sub_epi32(tk, off), sc),
+                        );
+                    }
                 }
             }
-            let dy = _mm256_set1_ps(*a.d.get_unchecked(i));
             let l = i % 8;
-            acc[l] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum), acc[l]);
+            for t in 0..NT {
+                let dy = _mm256_set1_ps(*a[t].d.get_unchecked(i));
+                acc[t][l] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum[t]), acc[t][l]);
+            }
         }
-        hsum8_lanes(&acc)
+        core::array::from_fn(|t| hsum8_lanes(&acc[t]))
     }
 
     /// `hsum8` of each lane's 8 accumulators.
@@ -557,7 +580,10 @@ mod tests {
                                 avx512::dot_q4_0::<1>(&p, &r1).to_vec(),
                                 avx512::dot_q4_0::<2>(&p, &r2).to_vec(),
                             ],
-                            Kind::Q6K => vec![vec![avx512::dot_q6_k(&p, &rows[0])]],
+                            Kind::Q6K => vec![
+                                avx512::dot_q6_k::<1>(&p, &r1).to_vec(),
+                                avx512::dot_q6_k::<2>(&p, &r2).to_vec(),
+                            ],
                         }
                     };
                     for g in &got {
