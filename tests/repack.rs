@@ -1,4 +1,4 @@
-//! Q4_0, Q4_K and Q6_K weights repacked in groups of 8 rows (`Model::repack_x8`, done at load
+//! Q4_0, Q4_K, Q5_K and Q6_K weights repacked in groups of 8 rows (`Model::repack_x8`, done at load
 //! for GGUF files on CPUs with AVX-512 VNNI) give the same logits, bit for bit, as the file
 //! layout: decode steps of one and of two sequences (the packed kernels) and prompts of 20
 //! tokens (the tile paths on rebuilt rows); other tensors keep their layout. The packing in
@@ -51,8 +51,8 @@ fn tensor(name: &str, ty: DType, shape: Vec<usize>, seed: &mut u64, scale: f32) 
 
 /// A 2-layer LLaMA of hidden size 256 (GQA: 4 query heads, 2 key/value heads), FFN 512,
 /// vocabulary 72: matrices Q4_K, except the output head and the first layer's value
-/// projection (Q6_K), one FFN down projection (Q8_0) and the second layer's attention output
-/// and FFN up projection (Q4_0); norms F32.
+/// projection (Q6_K), one FFN down projection (Q8_0), the second layer's attention output
+/// and FFN up projection (Q4_0) and its FFN gate (Q5_K); norms F32.
 fn model() -> Model {
     let cfg = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -81,7 +81,8 @@ fn model() -> Model {
         put(b("attn_v"), v, vec![128, 256], 0.3);
         let q4 = if i == 1 { DType::Q4_0 } else { DType::Q4_K };
         put(b("attn_output"), q4, vec![256, 256], 0.3);
-        put(b("ffn_gate"), DType::Q4_K, vec![512, 256], 0.3);
+        let gate = if i == 1 { DType::Q5_K } else { DType::Q4_K };
+        put(b("ffn_gate"), gate, vec![512, 256], 0.3);
         put(b("ffn_up"), q4, vec![512, 256], 0.3);
         let down = if i == 0 { DType::Q4_K } else { DType::Q8_0 };
         put(b("ffn_down"), down, vec![256, 512], 0.3);
@@ -142,8 +143,8 @@ fn run(m: &Model) -> Vec<Vec<f32>> {
 fn repacked_weights_give_the_same_logits() {
     let plain = model();
     let packed = model();
-    // 7 matrices in layer 0, 6 in layer 1 (its down projection is Q8_0; two are Q4_0), and
-    // the Q6_K head; not the embedding.
+    // 7 matrices in layer 0, 6 in layer 1 (its down projection is Q8_0; two are Q4_0, one
+    // Q5_K), and the Q6_K head; not the embedding.
     assert_eq!(packed.repack_x8().unwrap(), 14);
     assert_eq!(packed.repack_x8().unwrap(), 0, "repacking twice");
     let (a, b) = (run(&plain), run(&packed));
@@ -239,8 +240,10 @@ fn only_matrices_of_packed_types_in_8_row_groups_are_packed() {
     assert!(p.pack_x8().unwrap().is_none(), "already packed");
     let odd = tensor("b", DType::Q4_K, vec![12, 256], &mut seed, 1.0);
     assert!(odd.pack_x8().unwrap().is_none());
-    let q5 = tensor("c", DType::Q5_K, vec![16, 256], &mut seed, 1.0);
-    assert!(q5.pack_x8().unwrap().is_none());
+    let q8 = tensor("c", DType::Q8_0, vec![16, 256], &mut seed, 1.0);
+    assert!(q8.pack_x8().unwrap().is_none());
+    let q5 = tensor("f", DType::Q5_K, vec![16, 256], &mut seed, 1.0);
+    assert_eq!(q5.pack_x8().unwrap().expect("packed").layout(), Layout::X8);
     let q6 = tensor("e", DType::Q6_K, vec![16, 256], &mut seed, 1.0);
     assert_eq!(q6.pack_x8().unwrap().expect("packed").layout(), Layout::X8);
     let q40 = tensor("d", DType::Q4_0, vec![8, 64], &mut seed, 1.0);

@@ -25,7 +25,7 @@ pub struct ModelArgs {
     /// without any request).
     #[arg(long, conflicts_with = "offline")]
     pub refresh: bool,
-    /// Keep Q4_0, Q4_K and Q6_K weights in their file layout (by default they are repacked in
+    /// Keep Q4_0, Q4_K, Q5_K and Q6_K weights in their file layout (by default they are repacked in
     /// groups of 8 rows for faster decode where the CPU has AVX-512 VNNI, in the background
     /// after the load; the same results, bit for bit).
     #[arg(long)]

@@ -100,7 +100,7 @@ impl Tensor {
         self.layout
     }
 
-    /// This Q4_0, Q4_K or Q6_K matrix repacked in groups of 8 rows for decode
+    /// This Q4_0, Q4_K, Q5_K or Q6_K matrix repacked in groups of 8 rows for decode
     /// ([`Layout::X8`]), in memory of its own; `None` for other types, other layouts and row
     /// counts not a multiple of 8. The
     /// mapped file pages it was read from are released (they are not read again), so the
@@ -263,7 +263,7 @@ impl LoadedModel {
 pub struct LoadOptions {
     /// A `tokenizer.json` to use instead of the model's own tokenizer.
     pub tokenizer: Option<std::path::PathBuf>,
-    /// Keep every weight in its file layout: no repacking of Q4_0, Q4_K and Q6_K matrices in
+    /// Keep every weight in its file layout: no repacking of Q4_0, Q4_K, Q5_K and Q6_K matrices in
     /// groups of 8 rows for decode (which is done where the CPU has AVX-512 VNNI).
     pub no_repack: bool,
     /// The thread pool the background repacking runs its pieces in: the one the forward

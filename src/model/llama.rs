@@ -227,7 +227,7 @@ impl Model {
         v
     }
 
-    /// Repacks the Q4_0, Q4_K and Q6_K weight matrices in groups of 8 rows for decode
+    /// Repacks the Q4_0, Q4_K, Q5_K and Q6_K weight matrices in groups of 8 rows for decode
     /// ([`Tensor::pack_x8`]): the same results bit for bit, in fewer instructions per weight.
     /// The token embedding keeps its layout, and so does an output head that is the embedding.
     /// Returns how many matrices were repacked.

@@ -87,7 +87,7 @@ pub enum TensorError {
 pub enum Layout {
     /// Row after row, each in its type's stored block layout (as in the files).
     Rows,
-    /// Q4_0, Q4_K and Q6_K only: groups of 8 rows, each group's blocks transposed so that 8
+    /// Q4_0, Q4_K, Q5_K and Q6_K only: groups of 8 rows, each group's blocks transposed so that 8
     /// rows are multiplied at once in decode ([`pack_x8`]); as many bytes as [`Layout::Rows`].
     X8,
 }
@@ -132,7 +132,7 @@ impl<'a> MatRef<'a> {
         })
     }
 
-    /// A Q4_0, Q4_K or Q6_K matrix packed by [`pack_x8`] (rows a multiple of 8).
+    /// A Q4_0, Q4_K, Q5_K or Q6_K matrix packed by [`pack_x8`] (rows a multiple of 8).
     pub fn packed_x8(
         dtype: DType,
         rows: usize,
@@ -141,7 +141,7 @@ impl<'a> MatRef<'a> {
     ) -> Result<Self, TensorError> {
         if x8::Kind::of(dtype).is_none() || !rows.is_multiple_of(x8::ROWS) {
             return Err(TensorError::Shape(format!(
-                "8-row packing takes Q4_0, Q4_K or Q6_K with rows a multiple of 8, \
+                "8-row packing takes Q4_0, Q4_K, Q5_K or Q6_K with rows a multiple of 8, \
                  not {rows}x{cols} {dtype}"
             )));
         }
@@ -181,7 +181,7 @@ impl<'a> MatRef<'a> {
             Layout::Rows => self.row(r),
             Layout::X8 => {
                 let kind =
-                    x8::Kind::of(self.dtype).expect("packed matrices are Q4_0, Q4_K or Q6_K");
+                    x8::Kind::of(self.dtype).expect("packed matrices are Q4_0, Q4_K, Q5_K or Q6_K");
                 let rb = self.row_bytes();
                 let g = r / x8::ROWS * x8::ROWS;
                 buf.resize(rb, 0);

@@ -381,7 +381,7 @@ pub fn matmul_isa(
     matmul_impl(w, x, n, out, isa)
 }
 
-/// A matrix in [`Layout::X8`] must be Q4_0, Q4_K or Q6_K with rows a multiple of 8.
+/// A matrix in [`Layout::X8`] must be Q4_0, Q4_K, Q5_K or Q6_K with rows a multiple of 8.
 fn check_layout(w: &MatRef) -> Result<(), TensorError> {
     if w.layout == Layout::X8
         && (x8::Kind::of(w.dtype).is_none() || !w.rows.is_multiple_of(x8::ROWS))
@@ -493,7 +493,7 @@ fn matmul_impl(
             let mut act = ACT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             act.quantize(x, n, w.cols, block, simd, w.dtype == DType::Q4_0);
             let rows: Vec<ActRow> = (0..n).map(|t| act.row(t)).collect();
-            // 8-row packed Q4_0, Q4_K or Q6_K: the packed kernels (up to four tokens per pass
+            // 8-row packed Q4_0, Q4_K, Q5_K or Q6_K: the packed kernels (up to four tokens per pass
             // over a group, whose bytes stay in L1 or L2 across the tokens) where they are the
             // faster path ([`x8_takes`]); else the tile paths on rows rebuilt one at a time.
             if w.layout == Layout::X8 {
@@ -862,14 +862,14 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
 /// unpack each super-block once for the four); Q4_0 16 tokens 379 against 463, 32 777 against
 /// 738; Q6_K 16 446 against 833 (two tokens per pass).
 fn x8_takes(t: DType, n: usize, amx: bool) -> bool {
-    !amx && (t == DType::Q4_K || n < 32)
+    !amx && (matches!(t, DType::Q4_K | DType::Q5_K) || n < 32)
 }
 
-/// Products with an 8-row packed Q4_0, Q4_K or Q6_K matrix ([`Layout::X8`], checked by `check`):
+/// Products with an 8-row packed Q4_0, Q4_K, Q5_K or Q6_K matrix ([`Layout::X8`], checked by `check`):
 /// its groups split among the pool's threads, each group multiplied with every activation row
 /// in turn (`vnni`: the AVX-512 kernels, else their scalar twin).
 fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
-    let kind = x8::Kind::of(w.dtype).expect("packed matrices are Q4_0, Q4_K or Q6_K");
+    let kind = x8::Kind::of(w.dtype).expect("packed matrices are Q4_0, Q4_K, Q5_K or Q6_K");
     let rows = w.rows;
     let gb = w.row_bytes() * x8::ROWS;
     let groups = rows / x8::ROWS;
@@ -890,12 +890,18 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
             };
             let mut t = 0;
             #[cfg(target_arch = "x86_64")]
-            if vnni && kind == x8::Kind::Q4K {
+            if vnni && matches!(kind, x8::Kind::Q4K | x8::Kind::Q5K) {
                 // Four tokens per pass.
                 while t + 4 <= acts.len() {
                     let four: &[ActRow; 4] = acts[t..t + 4].try_into().expect("four rows");
                     // SAFETY: as below.
-                    let v = unsafe { x8::avx512::dot_q4_k::<4>(wg, four) };
+                    let v = unsafe {
+                        if kind == x8::Kind::Q5K {
+                            x8::avx512::dot_q4_k::<4, true>(wg, four)
+                        } else {
+                            x8::avx512::dot_q4_k::<4, false>(wg, four)
+                        }
+                    };
                     for (i, v) in v.into_iter().enumerate() {
                         put(t + i, v);
                     }
@@ -912,7 +918,8 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                     let v = unsafe {
                         match kind {
                             x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<2>(wg, two),
-                            x8::Kind::Q4K => x8::avx512::dot_q4_k::<2>(wg, two),
+                            x8::Kind::Q4K => x8::avx512::dot_q4_k::<2, false>(wg, two),
+                            x8::Kind::Q5K => x8::avx512::dot_q4_k::<2, true>(wg, two),
                             x8::Kind::Q6K => x8::avx512::dot_q6_k::<2>(wg, two),
                         }
                     };
@@ -928,7 +935,8 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                     unsafe {
                         match kind {
                             x8::Kind::Q4_0 => x8::avx512::dot_q4_0::<1>(wg, &[*a])[0],
-                            x8::Kind::Q4K => x8::avx512::dot_q4_k::<1>(wg, &[*a])[0],
+                            x8::Kind::Q4K => x8::avx512::dot_q4_k::<1, false>(wg, &[*a])[0],
+                            x8::Kind::Q5K => x8::avx512::dot_q4_k::<1, true>(wg, &[*a])[0],
                             x8::Kind::Q6K => x8::avx512::dot_q6_k::<1>(wg, &[*a])[0],
                         }
                     }
@@ -1024,7 +1032,7 @@ fn run_rows(
     }
 }
 
-/// Whether the 8-row packed Q4_0, Q4_K and Q6_K kernels run on this CPU (AVX-512 VNNI, and no
+/// Whether the 8-row packed Q4_0, Q4_K, Q5_K and Q6_K kernels run on this CPU (AVX-512 VNNI, and no
 /// narrower path chosen with `DEEPSEEK_ISA`): where they do not, packing would only cost time.
 pub fn x8_fast() -> bool {
     Isa::current() >= Isa::Avx512Vnni && kernels::has_avx512_vnni()
@@ -1041,7 +1049,7 @@ fn packed_kind(w: &MatRef) -> Option<x8::Kind> {
     x8::Kind::of(w.dtype).filter(|_| packable)
 }
 
-/// The Q4_0, Q4_K or Q6_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
+/// The Q4_0, Q4_K, Q5_K or Q6_K matrix `w` (rows a multiple of 8) repacked in groups of 8 rows for
 /// decode (the `x8` module's layout; view it with [`MatRef::packed_x8`]); as many bytes.
 pub fn pack_x8(w: &MatRef) -> Result<Vec<u8>, TensorError> {
     if !packable_x8(w) {
@@ -1071,7 +1079,7 @@ pub fn pack_x8_into(w: &MatRef, out: &mut [u8]) -> Result<(), TensorError> {
             ""
         };
         return Err(TensorError::Shape(format!(
-            "8-row packing takes Q4_0, Q4_K or Q6_K with rows a multiple of 8, not {}x{} {}{packed}",
+            "8-row packing takes Q4_0, Q4_K, Q5_K or Q6_K with rows a multiple of 8, not {}x{} {}{packed}",
             w.rows, w.cols, w.dtype
         )));
     };

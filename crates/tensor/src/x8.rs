@@ -1,4 +1,4 @@
-//! Q4_0, Q4_K and Q6_K weights repacked in groups of 8 rows for decode.
+//! Q4_0, Q4_K, Q5_K and Q6_K weights repacked in groups of 8 rows for decode.
 //!
 //! The row kernels read one weight row at a time: for each Q4_K super-block they unpack its
 //! scales, broadcast each sub-block's scale across a vector and multiply 16-bit pair sums by
@@ -15,6 +15,9 @@
 //! | 16..32 | `dmin` of rows 0..8 (f16) |
 //! | 32..128 | the 12 scale bytes of each row, as three vectors of 8 dwords (dword `j` of row `r` at `32 + 32j + 4r`) |
 //! | 128..1152 | the 128 value bytes: for chunk `c < 4` and step `s < 8`, 32 bytes at `128 + 32(8c + s)`, row `r`'s bytes `32c + 4s..+4` at `4r` |
+//!
+//! Q5_K (1408 bytes) is Q4_K with the 32 high-bit bytes of each row as 8 vectors of dwords at
+//! `128 + 32s` (row `r`'s bytes `4s..4s + 4` at `4r`) and the value bytes from 384.
 //!
 //! Q4_0 (144 bytes per group and block of 32): `d` of rows 0..8 at 0..16, then for `k < 4`
 //! 32 bytes at `16 + 32k` holding row `r`'s value bytes `4k..4k + 4` at `4r`. Q6_K (1680
@@ -38,6 +41,7 @@ pub(crate) const ROWS: usize = 8;
 pub(crate) enum Kind {
     Q4_0,
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -46,6 +50,7 @@ impl Kind {
         match t {
             DType::Q4_0 => Some(Kind::Q4_0),
             DType::Q4_K => Some(Kind::Q4K),
+            DType::Q5_K => Some(Kind::Q5K),
             DType::Q6_K => Some(Kind::Q6K),
             _ => None,
         }
@@ -56,6 +61,7 @@ impl Kind {
         match self {
             Kind::Q4_0 => 18,
             Kind::Q4K => 144,
+            Kind::Q5K => 176,
             Kind::Q6K => 210,
         }
     }
@@ -83,15 +89,24 @@ impl Kind {
                     f(128 + 4 * s, 1168 + 32 * s, 4);
                 }
             }
-            Kind::Q4K => {
+            Kind::Q4K | Kind::Q5K => {
                 f(0, 0, 2);
                 f(2, 16, 2);
                 for j in 0..3 {
                     f(4 + 4 * j, 32 + 32 * j, 4);
                 }
+                // Q5_K: the 32 high-bit bytes, then the value bytes as in Q4_K.
+                let (src, dst) = if self == Kind::Q5K {
+                    for s in 0..8 {
+                        f(16 + 4 * s, 128 + 32 * s, 4);
+                    }
+                    (48, 384)
+                } else {
+                    (16, 128)
+                };
                 for c in 0..4 {
                     for s in 0..8 {
-                        f(16 + 32 * c + 4 * s, 128 + 32 * (8 * c + s), 4);
+                        f(src + 32 * c + 4 * s, dst + 32 * (8 * c + s), 4);
                     }
                 }
             }
@@ -147,6 +162,7 @@ pub(crate) fn dot_scalar(kind: Kind, p: &[u8], a: &ActRow) -> [f32; ROWS] {
         match kind {
             Kind::Q4_0 => crate::kernels::dot_q4_0_scalar(&row, a),
             Kind::Q4K => crate::kernels::dot_q4_k_scalar(&row, a),
+            Kind::Q5K => crate::kernels::dot_q5_k_scalar(&row, a),
             Kind::Q6K => crate::kernels::dot_q6_k_scalar(&row, a),
         }
     })
@@ -159,6 +175,9 @@ pub(crate) mod avx512 {
 
     /// Bytes of a Q4_K group's super-block.
     const GB: usize = ROWS * Kind::Q4K.block_bytes();
+
+    /// Bytes of a Q5_K group's super-block.
+    const GB5: usize = ROWS * Kind::Q5K.block_bytes();
 
     /// How far ahead the kernels prefetch into L2: 9 KB, 8 of a Q4_K group's super-blocks
     /// (the Q4_0 kernel takes the same distance). Measured in whole-process decode of a Q4_K_M
@@ -209,14 +228,16 @@ pub(crate) mod avx512 {
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) unsafe fn dot_q4_k<const NT: usize>(
+    pub(crate) unsafe fn dot_q4_k<const NT: usize, const FIVE: bool>(
         p: &[u8],
         a: &[ActRow; NT],
     ) -> [[f32; ROWS]; NT] {
-        let nb = p.len() / GB;
+        // Q5_K (`FIVE`): the same with a fifth bit per value from the high-bit bytes.
+        let (gb, qs_at) = if FIVE { (GB5, 384) } else { (GB, 128) };
+        let nb = p.len() / gb;
         for a in a {
             assert!(
-                p.len() == nb * GB
+                p.len() == nb * gb
                     && a.d.len() == nb
                     && a.qs.len() == nb * 256
                     && a.bsum32.len() == nb * 8
@@ -231,11 +252,11 @@ pub(crate) mod avx512 {
         let mut acc = [[_mm256_setzero_ps(); 8]; NT];
         for i in 0..nb {
             // SAFETY (all reads below): the group's super-block `i` is bytes
-            // GB·i..GB·(i + 1) of `p`; the activation reads stay inside super-block `i`'s 256
+            // gb·i..gb·(i + 1) of `p`; the activation reads stay inside super-block `i`'s 256
             // values and 8 sums (checked above). Prefetches are hints that never fault, with
             // addresses formed by wrapping arithmetic (past the end is fine).
-            let b = p.as_ptr().add(GB * i);
-            for l in 0..GB / 64 {
+            let b = p.as_ptr().add(gb * i);
+            for l in 0..gb / 64 {
                 _mm_prefetch::<_MM_HINT_T2>(b.wrapping_add(PF + 64 * l) as *const i8);
             }
             let d = _mm256_cvtph_ps(_mm_loadu_si128(b as *const __m128i));
@@ -258,15 +279,32 @@ pub(crate) mod avx512 {
                     _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u1), k3)),
                 ),
             ];
-            let qs = b.add(128);
+            let qs = b.add(qs_at);
             let mut isum = [_mm256_setzero_si256(); NT];
             for c in 0..4 {
                 let mut lo = [_mm256_setzero_si256(); NT];
                 let mut hi = [_mm256_setzero_si256(); NT];
+                // Q5_K: bits 2c and 2c + 1 of each high-bit byte.
+                let (b0, b1) = (
+                    _mm256_set1_epi8(1 << (2 * c)),
+                    _mm256_set1_epi8(2 << (2 * c)),
+                );
                 for s in 0..8 {
                     let q = _mm256_loadu_si256(qs.add(32 * (8 * c + s)) as *const __m256i);
-                    let ql = _mm256_and_si256(q, m4);
-                    let qh = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    let mut ql = _mm256_and_si256(q, m4);
+                    let mut qh = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                    if FIVE {
+                        let h = _mm256_loadu_si256(b.add(128 + 32 * s) as *const __m256i);
+                        let sixteen = _mm256_set1_epi8(16);
+                        let top = |bit: __m256i| {
+                            _mm256_and_si256(
+                                _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit),
+                                sixteen,
+                            )
+                        };
+                        ql = _mm256_or_si256(ql, top(b0));
+                        qh = _mm256_or_si256(qh, top(b1));
+                    }
                     for t in 0..NT {
                         let qy = a[t].qs.as_ptr().add(256 * i);
                         lo[t] = _mm256_dpbusd_epi32(lo[t], ql, bcast(qy.add(64 * c + 4 * s)));
@@ -519,12 +557,13 @@ mod tests {
         };
         for (kind, counts) in [
             (Kind::Q4K, &[1usize, 3, 8, 11][..]),
+            (Kind::Q5K, &[1, 3, 8, 11][..]),
             (Kind::Q4_0, &[1, 2, 3, 4, 5, 13][..]),
             (Kind::Q6K, &[1, 3, 8, 11][..]),
         ] {
             let bb = kind.block_bytes();
             let (values, f16s): (usize, &[usize]) = match kind {
-                Kind::Q4K => (256, &[1, 3]),
+                Kind::Q4K | Kind::Q5K => (256, &[1, 3]),
                 Kind::Q4_0 => (32, &[1]),
                 Kind::Q6K => (256, &[209]),
             };
@@ -572,9 +611,14 @@ mod tests {
                     let got: Vec<Vec<[f32; ROWS]>> = unsafe {
                         match kind {
                             Kind::Q4K => vec![
-                                avx512::dot_q4_k::<1>(&p, &r1).to_vec(),
-                                avx512::dot_q4_k::<2>(&p, &r2).to_vec(),
-                                avx512::dot_q4_k::<4>(&p, &rows).to_vec(),
+                                avx512::dot_q4_k::<1, false>(&p, &r1).to_vec(),
+                                avx512::dot_q4_k::<2, false>(&p, &r2).to_vec(),
+                                avx512::dot_q4_k::<4, false>(&p, &rows).to_vec(),
+                            ],
+                            Kind::Q5K => vec![
+                                avx512::dot_q4_k::<1, true>(&p, &r1).to_vec(),
+                                avx512::dot_q4_k::<2, true>(&p, &r2).to_vec(),
+                                avx512::dot_q4_k::<4, true>(&p, &rows).to_vec(),
                             ],
                             Kind::Q4_0 => vec![
                                 avx512::dot_q4_0::<1>(&p, &r1).to_vec(),

@@ -114,7 +114,7 @@ fn simd_matches_scalar_bit_exact() {
     }
 }
 
-/// Q4_0, Q4_K and Q6_K rows packed in groups of 8 (`pack_x8`) give the bits of the scalar
+/// Q4_0, Q4_K, Q5_K and Q6_K rows packed in groups of 8 (`pack_x8`) give the bits of the scalar
 /// definition on the unpacked rows on every path: the packed kernels (one, two and, for Q4_K,
 /// four tokens per pass; Q4_K at every batch size, Q4_0 and Q6_K below 32 tokens) and the tile
 /// and AMX paths on rebuilt rows (35 tokens); quantised and random weights, 1 to 11
@@ -124,7 +124,7 @@ fn simd_matches_scalar_bit_exact() {
 fn packed_matches_scalar_bit_exact() {
     let isas = Isa::available();
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
-    for t in [DType::Q4_0, DType::Q4_K, DType::Q6_K] {
+    for t in [DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K] {
         for &(rows, cols) in &[(8, 256), (24, 512), (16, 1280), (40, 2816)] {
             for raw in [false, true] {
                 let wb = weights(t, rows, cols, &mut rng, raw);
@@ -181,9 +181,9 @@ fn packed_matches_scalar_bit_exact() {
     let err = pack_x8(&w).unwrap_err();
     assert!(err.to_string().contains("a multiple of 8"), "{err}");
     assert!(MatRef::packed_x8(DType::Q4_K, 12, 256, &wb).is_err());
-    let wb = weights(DType::Q5_K, 8, 256, &mut rng, false);
-    assert!(pack_x8(&MatRef::new(DType::Q5_K, 8, 256, &wb).unwrap()).is_err());
-    assert!(MatRef::packed_x8(DType::Q5_K, 8, 256, &wb).is_err());
+    let wb = weights(DType::Q8_0, 8, 256, &mut rng, false);
+    assert!(pack_x8(&MatRef::new(DType::Q8_0, 8, 256, &wb).unwrap()).is_err());
+    assert!(MatRef::packed_x8(DType::Q8_0, 8, 256, &wb).is_err());
     let wb = weights(DType::Q4_K, 8, 256, &mut rng, false);
     let p = MatRef::packed_x8(DType::Q4_K, 8, 256, &wb).unwrap();
     let err = pack_x8(&p).unwrap_err();
