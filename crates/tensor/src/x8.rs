@@ -221,7 +221,8 @@ pub(crate) mod avx512 {
         _mm256_set1_epi32((p as *const i32).read_unaligned())
     }
 
-    /// The 8 rows of a packed Q4_K group (`p`: `nb * 1152` bytes) against `NT` activation rows
+    /// The 8 rows of a packed Q4_K group (`p`: `nb * 1152` bytes; with `FIVE`, a Q5_K group of
+    /// `nb * 1408` bytes) against `NT` activation rows
     /// of `nb` super-blocks (the weights and scales unpacked once for all of them; each row's
     /// arithmetic the same as alone).
     ///
@@ -286,8 +287,8 @@ pub(crate) mod avx512 {
                 let mut hi = [_mm256_setzero_si256(); NT];
                 // Q5_K: bits 2c and 2c + 1 of each high-bit byte.
                 let (b0, b1) = (
-                    _mm256_set1_epi8(1 << (2 * c)),
-                    _mm256_set1_epi8(2 << (2 * c)),
+                    _mm256_set1_epi8((1u8 << (2 * c)) as i8),
+                    _mm256_set1_epi8((2u8 << (2 * c)) as i8),
                 );
                 for s in 0..8 {
                     let q = _mm256_loadu_si256(qs.add(32 * (8 * c + s)) as *const __m256i);
