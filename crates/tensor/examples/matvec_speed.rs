@@ -162,7 +162,7 @@ fn main() {
         );
     }
     if std::env::var("MV_DECODE").is_ok() {
-        decode_sim(&types);
+        decode_sim(&types, prefill.max(1));
         return;
     }
     let mut shapes = vec![(4096usize, 4096usize), (11008, 4096), (4096, 11008)];
@@ -275,10 +275,13 @@ fn main() {
 }
 
 /// `MV_DECODE=1`: the seven matvecs of a 7B layer (q, k, v, o: 4096×4096; gate, up:
-/// 11008×4096; down: 4096×11008) over 4 distinct layers (well beyond the L3 cache), as decode
-/// runs them one after another. Reports ms per layer and the implied tokens/s for 30 layers
-/// plus the 102400×4096 output head (counted at the same bytes/s).
-fn decode_sim(types: &[DType]) {
+/// 11008×4096; down: 4096×11008) over 8 distinct layers (about 0.9 GB of Q4_0: beyond an L3
+/// cache of 260 MB), as decode runs them one after another, for `n` tokens at once
+/// (`--prefill N`: a decode step of N sequences), packed with `MV_X8=1`. Reports ms per layer
+/// and the implied passes/s for 30 layers plus the 102400×4096 output head (counted at the
+/// same bytes/s).
+fn decode_sim(types: &[DType], n: usize) {
+    let x8 = std::env::var("MV_X8").is_ok();
     let shapes = [
         (4096usize, 4096usize),
         (4096, 4096),
@@ -293,12 +296,19 @@ fn decode_sim(types: &[DType]) {
         "type", "thr", "ms/layer", "GB/s", "tok/s"
     );
     for &t in types {
-        let layers: Vec<Vec<Buf>> = (0..4)
+        let layers: Vec<Vec<Buf>> = (0..8)
             .map(|l| {
                 shapes
                     .iter()
                     .enumerate()
-                    .map(|(i, &(r, c))| buf(weights(t, r, c, 1000 + 10 * l + i as u64)))
+                    .map(|(i, &(r, c))| {
+                        let w = weights(t, r, c, 1000 + 10 * l + i as u64);
+                        buf(if x8 && packable_x8(&MatRef::new(t, r, c, &w).unwrap()) {
+                            pack_x8(&MatRef::new(t, r, c, &w).unwrap()).unwrap()
+                        } else {
+                            w
+                        })
+                    })
                     .collect()
             })
             .collect();
@@ -307,10 +317,10 @@ fn decode_sim(types: &[DType]) {
             .map(|&(r, c)| t.row_bytes(c).unwrap() * r)
             .sum();
         let head_bytes = t.row_bytes(4096).unwrap() * 102400;
-        let x: Vec<f32> = (0..11008)
+        let x: Vec<f32> = (0..11008 * n)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let mut out = vec![0f32; 11008];
+        let mut out = vec![0f32; 11008 * n];
         for th in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(th)
@@ -323,8 +333,12 @@ fn decode_sim(types: &[DType]) {
                     let tb = Instant::now();
                     for layer in &layers {
                         for (m, &(r, c)) in layer.iter().zip(&shapes) {
-                            let w = MatRef::new(t, r, c, m).unwrap();
-                            matmul(&w, &x[..c], 1, &mut out[..r]).unwrap();
+                            let w = if x8 && packable_x8(&MatRef::new(t, r, c, m).unwrap()) {
+                                MatRef::packed_x8(t, r, c, m).unwrap()
+                            } else {
+                                MatRef::new(t, r, c, m).unwrap()
+                            };
+                            matmul(&w, &x[..c * n], n, &mut out[..r * n]).unwrap();
                         }
                     }
                     best = best.min(tb.elapsed().as_secs_f64() / layers.len() as f64);

@@ -12,7 +12,7 @@
 #[derive(Default, Debug, Clone)]
 pub(crate) struct QAct {
     pub block: usize,
-    /// Whether the Q4_0 group layout (`qsq`, `l8q`, `dq`) is built.
+    /// Whether the Q4_0 group layout (`qsq`, `nl8q`, `dq`) is built.
     pub groups: bool,
     pub k: usize,
     pub n: usize,
@@ -26,8 +26,9 @@ pub(crate) struct QAct {
     /// padded with zeros), 128 bytes: for `c < 4`, `j < 4`, bytes `32c + 8j..+8` hold values
     /// `8c..8c + 8` of block `j`.
     pub qsq: Vec<i8>,
-    /// Per group, lane `2j + h`: `8·Σ y` over the values `v` of block `j` with `(v/4)%2 == h`.
-    pub l8q: Vec<i32>,
+    /// Per group, lane `2j + h`: `−8·Σ y` over the values `v` of block `j` with `(v/4)%2 == h`
+    /// (the share of Q4_0's offset 8, to add to a sum of products with the unsigned nibbles).
+    pub nl8q: Vec<i32>,
     /// Per group, lane `2j + h`: `d` of block `j` (0 for padding).
     pub dq: Vec<f32>,
 }
@@ -42,7 +43,7 @@ pub(crate) struct ActRow<'a> {
     pub bsum: &'a [i16],
     pub bsum32: &'a [i16],
     pub qsq: &'a [i8],
-    pub l8q: &'a [i32],
+    pub nl8q: &'a [i32],
     pub dq: &'a [f32],
 }
 
@@ -202,8 +203,8 @@ impl QAct {
         let (k, n) = (self.k, self.n);
         self.qsq.clear();
         self.qsq.resize(n * ng * 128, 0);
-        self.l8q.clear();
-        self.l8q.resize(n * ng * 8, 0);
+        self.nl8q.clear();
+        self.nl8q.resize(n * ng * 8, 0);
         self.dq.clear();
         self.dq.resize(n * ng * 8, 0.0);
         if ng == 0 {
@@ -220,7 +221,7 @@ impl QAct {
                 }
                 let l8 = &self.lsum8[(t * k + 32 * b) / 4..(t * k + 32 * b) / 4 + 8];
                 for h in 0..2 {
-                    self.l8q[8 * g + 2 * j + h] = (0..4).map(|c| l8[2 * c + h]).sum();
+                    self.nl8q[8 * g + 2 * j + h] = -(0..4).map(|c| l8[2 * c + h]).sum::<i32>();
                     self.dq[8 * g + 2 * j + h] = self.d[t * nb + b];
                 }
             }
@@ -238,7 +239,7 @@ impl QAct {
             bsum: &self.bsum[t * k / 16..(t + 1) * k / 16],
             bsum32: &self.bsum32[t * k / 32..(t + 1) * k / 32],
             qsq: &self.qsq[t * self.groups_per_row() * 128..(t + 1) * self.groups_per_row() * 128],
-            l8q: &self.l8q[t * self.groups_per_row() * 8..(t + 1) * self.groups_per_row() * 8],
+            nl8q: &self.nl8q[t * self.groups_per_row() * 8..(t + 1) * self.groups_per_row() * 8],
             dq: &self.dq[t * self.groups_per_row() * 8..(t + 1) * self.groups_per_row() * 8],
         }
     }

@@ -697,9 +697,9 @@ pub(crate) mod avx2 {
             // Each 16-bit lane sums 8 products of at most 15·127: no overflow.
             let s16 = _mm256_add_epi16(_mm256_add_epi16(m0, m1), _mm256_add_epi16(m2, m3));
             let isum = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-            let s32 = _mm256_sub_epi32(
+            let s32 = _mm256_add_epi32(
                 isum,
-                _mm256_loadu_si256(at.l8q.as_ptr().add(8 * g) as *const __m256i),
+                _mm256_loadu_si256(at.nl8q.as_ptr().add(8 * g) as *const __m256i),
             );
             let dd = _mm256_mul_ps(dwv, _mm256_loadu_ps(at.dq.as_ptr().add(8 * g)));
             acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(s32)));
@@ -792,13 +792,13 @@ pub(crate) mod avx2 {
             let y = at.qsq.as_ptr().add(128 * g);
             let z0 = _mm512_loadu_si512(y as *const __m512i);
             let z1 = _mm512_loadu_si512(y.add(64) as *const __m512i);
-            let l8 = _mm256_loadu_si256(at.l8q.as_ptr().add(8 * g) as *const __m256i);
+            let l8 = _mm256_loadu_si256(at.nl8q.as_ptr().add(8 * g) as *const __m256i);
             let dq = _mm256_loadu_ps(at.dq.as_ptr().add(8 * g));
             let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, z0);
             let s = _mm512_dpbusd_epi32(s, wh, z1);
             let isum =
                 _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
-            let s32 = _mm256_sub_epi32(isum, l8);
+            let s32 = _mm256_add_epi32(isum, l8);
             let dd = _mm256_mul_ps(dwv, dq);
             acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(s32)));
         }
@@ -845,7 +845,7 @@ pub(crate) mod avx2 {
             let z0 = _mm512_loadu_si512(y as *const __m512i);
             let z1 = _mm512_loadu_si512(y.add(64) as *const __m512i);
             let l8 = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                at.l8q.as_ptr().add(8 * g) as *const __m256i
+                at.nl8q.as_ptr().add(8 * g) as *const __m256i
             ));
             let dq = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(
                 at.dq.as_ptr().add(8 * g) as *const f64,
@@ -857,7 +857,7 @@ pub(crate) mod avx2 {
             // [low half of s0 | low half of s1] + [high half of s0 | high half of s1].
             let lo = _mm512_shuffle_i64x2::<0x44>(s0, s1);
             let hi = _mm512_shuffle_i64x2::<0xEE>(s0, s1);
-            let s32 = _mm512_sub_epi32(_mm512_add_epi32(lo, hi), l8);
+            let s32 = _mm512_add_epi32(_mm512_add_epi32(lo, hi), l8);
             let dd = _mm512_mul_ps(dwp, dq);
             acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(s32)));
         }
@@ -871,7 +871,7 @@ pub(crate) mod avx2 {
         let ng = nb.div_ceil(4);
         assert!(w[0].len() == nb * 18 && w[1].len() == nb * 18);
         for r in a {
-            assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
+            assert!(r.qsq.len() == ng * 128 && r.nl8q.len() == ng * 8 && r.dq.len() == ng * 8);
         }
         let mut acc = [_mm512_setzero_ps(); NT];
         let full = nb / 4;
@@ -909,7 +909,7 @@ pub(crate) mod avx2 {
         let ng = nb.div_ceil(4);
         assert!(w.len() == nb * 18);
         for r in a {
-            assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
+            assert!(r.qsq.len() == ng * 128 && r.nl8q.len() == ng * 8 && r.dq.len() == ng * 8);
         }
         let mut acc = [_mm256_setzero_ps(); NT];
         let full = nb / 4;
@@ -957,7 +957,7 @@ pub(crate) mod avx2 {
         let ng = nb.div_ceil(4);
         assert!(w.len() == nb * 18);
         for r in a {
-            assert!(r.qsq.len() == ng * 128 && r.l8q.len() == ng * 8 && r.dq.len() == ng * 8);
+            assert!(r.qsq.len() == ng * 128 && r.nl8q.len() == ng * 8 && r.dq.len() == ng * 8);
         }
         let mut acc = [_mm256_setzero_ps(); NT];
         let wp = w.as_ptr();

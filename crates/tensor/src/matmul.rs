@@ -860,9 +860,32 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
 /// a Zen 4 core, µs, packed kernels against tiles): Q4_K 16 tokens 252 against 724, 32 504
 /// against 981, 128 2025 against 2440, 512 8399 against 9475 (four tokens per pass, which
 /// unpack each super-block once for the four); Q4_0 16 tokens 379 against 463, 32 777 against
-/// 738; Q6_K 16 446 against 833 (two tokens per pass).
+/// 738; Q6_K 16 446 against 833 (two tokens per pass). Q4_0 in 512-bit vectors on two groups
+/// (Intel Xeon, AVX-512 on full-width units, up to 16 tokens per pass) against the tiles on
+/// rows rebuilt from the packed layout: 32 tokens 715 against 974, 128 2878 against 3012, 512
+/// 13741 against 13108.
 fn x8_takes(t: DType, n: usize, amx: bool) -> bool {
-    !amx && (matches!(t, DType::Q4_K | DType::Q5_K) || n < 32)
+    #[cfg(target_arch = "x86_64")]
+    let wide = t == DType::Q4_0 && q4_0_wide();
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    !amx && (matches!(t, DType::Q4_K | DType::Q5_K) || (wide && n < 256) || n < 32)
+}
+
+/// Whether packed Q4_0 takes two groups at a time in 512-bit vectors: where AVX-512 runs on
+/// full-width units (the same bits either way). `DEEPSEEK_Q4_0_WIDE=0|1` overrides, for
+/// comparisons on one machine.
+#[cfg(target_arch = "x86_64")]
+fn q4_0_wide() -> bool {
+    use std::sync::OnceLock;
+    static WIDE: OnceLock<bool> = OnceLock::new();
+    *WIDE.get_or_init(
+        || match std::env::var("DEEPSEEK_Q4_0_WIDE").ok().as_deref() {
+            Some("0") => false,
+            Some("1") => true,
+            _ => !kernels::avx512_on_256bit_units(),
+        },
+    )
 }
 
 /// Products with an 8-row packed Q4_0, Q4_K, Q5_K or Q6_K matrix ([`Layout::X8`], checked by `check`):
@@ -874,12 +897,52 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
     let gb = w.row_bytes() * x8::ROWS;
     let groups = rows / x8::ROWS;
     let threads = rayon::current_num_threads().max(1);
-    let per = groups.div_ceil(threads * 4).max(1);
+    #[cfg(target_arch = "x86_64")]
+    let wide = vnni && kind == x8::Kind::Q4_0 && q4_0_wide();
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    // Tasks of whole pairs of groups for the two-group kernel.
+    let per = groups
+        .div_ceil(threads * 4)
+        .max(1)
+        .next_multiple_of(if wide { 2 } else { 1 });
     let ntasks = groups.div_ceil(per);
     let ptr = OutPtr(out.as_mut_ptr());
     let body = |i: usize| {
         let p = ptr;
-        for g in i * per..((i + 1) * per).min(groups) {
+        let end = ((i + 1) * per).min(groups);
+        let mut g = i * per;
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            // Two groups at a time in 512-bit vectors, two tokens per pass.
+            while g + 2 <= end {
+                let (w0, w1) = (
+                    &w.data[g * gb..(g + 1) * gb],
+                    &w.data[(g + 1) * gb..(g + 2) * gb],
+                );
+                // SAFETY (for `put`): t < n and 8g + r < rows (16 rows: groups g and g + 1 <
+                // end ≤ groups), inside `out`; these groups belong to this task only.
+                let put = |t: usize, v: [f32; 2 * x8::ROWS]| {
+                    for (r, v) in v.into_iter().enumerate() {
+                        unsafe { *p.0.add(t * rows + x8::ROWS * g + r) = v };
+                    }
+                };
+                // Up to 16 tokens per pass (one pass over the weights for a decode step of
+                // up to 16 sequences).
+                let mut res = [[0f32; 2 * x8::ROWS]; x8::avx512::MAX_T];
+                for (c, chunk) in acts.chunks(x8::avx512::MAX_T).enumerate() {
+                    let res = &mut res[..chunk.len()];
+                    // SAFETY: `wide` implies `vnni`: the CPU has AVX-512 F, BW, VL and VNNI
+                    // (with AVX2, FMA and F16C).
+                    unsafe { x8::avx512::dot_q4_0_2g(w0, w1, chunk, res) };
+                    for (i, v) in res.iter().enumerate() {
+                        put(c * x8::avx512::MAX_T + i, *v);
+                    }
+                }
+                g += 2;
+            }
+        }
+        for g in g..end {
             let wg = &w.data[g * gb..(g + 1) * gb];
             // SAFETY (for `put`): t < n and 8g + r < rows, so the index is inside `out`
             // (n * rows values); group g belongs to this task only.
