@@ -866,26 +866,24 @@ fn run_amx(w: &MatRef, kind: amx::Kind, acts: &amx::kq::Acts, n: usize, out: &mu
 /// 13741 against 13108.
 fn x8_takes(t: DType, n: usize, amx: bool) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let wide = t == DType::Q4_0 && q4_0_wide();
+    let wide = t == DType::Q4_0 && wide512();
     #[cfg(not(target_arch = "x86_64"))]
     let wide = false;
     !amx && (matches!(t, DType::Q4_K | DType::Q5_K) || (wide && n < 256) || n < 32)
 }
 
-/// Whether packed Q4_0 takes two groups at a time in 512-bit vectors: where AVX-512 runs on
-/// full-width units (the same bits either way). `DEEPSEEK_Q4_0_WIDE=0|1` overrides, for
+/// Whether packed Q4_0 and Q6_K take two groups at a time in 512-bit vectors: where AVX-512
+/// runs on full-width units (the same bits either way). `DEEPSEEK_WIDE512=0|1` overrides, for
 /// comparisons on one machine.
 #[cfg(target_arch = "x86_64")]
-fn q4_0_wide() -> bool {
+fn wide512() -> bool {
     use std::sync::OnceLock;
     static WIDE: OnceLock<bool> = OnceLock::new();
-    *WIDE.get_or_init(
-        || match std::env::var("DEEPSEEK_Q4_0_WIDE").ok().as_deref() {
-            Some("0") => false,
-            Some("1") => true,
-            _ => !kernels::avx512_on_256bit_units(),
-        },
-    )
+    *WIDE.get_or_init(|| match std::env::var("DEEPSEEK_WIDE512").ok().as_deref() {
+        Some("0") => false,
+        Some("1") => true,
+        _ => !kernels::avx512_on_256bit_units(),
+    })
 }
 
 /// Products with an 8-row packed Q4_0, Q4_K, Q5_K or Q6_K matrix ([`Layout::X8`], checked by `check`):
@@ -898,10 +896,10 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
     let groups = rows / x8::ROWS;
     let threads = rayon::current_num_threads().max(1);
     #[cfg(target_arch = "x86_64")]
-    let wide = vnni && kind == x8::Kind::Q4_0 && q4_0_wide();
+    let wide = vnni && matches!(kind, x8::Kind::Q4_0 | x8::Kind::Q6K) && wide512();
     #[cfg(not(target_arch = "x86_64"))]
     let wide = false;
-    // Tasks of whole pairs of groups for the two-group kernel.
+    // Tasks of whole pairs of groups for the two-group kernels.
     let per = groups
         .div_ceil(threads * 4)
         .max(1)
@@ -914,7 +912,7 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
         let mut g = i * per;
         #[cfg(target_arch = "x86_64")]
         if wide {
-            // Two groups at a time in 512-bit vectors, two tokens per pass.
+            // Two groups at a time in 512-bit vectors.
             while g + 2 <= end {
                 let (w0, w1) = (
                     &w.data[g * gb..(g + 1) * gb],
@@ -927,6 +925,26 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                         unsafe { *p.0.add(t * rows + x8::ROWS * g + r) = v };
                     }
                 };
+                if kind == x8::Kind::Q6K {
+                    // Two tokens per pass, then one.
+                    let mut t = 0;
+                    while t + 2 <= acts.len() {
+                        let two: &[ActRow; 2] = acts[t..t + 2].try_into().expect("two rows");
+                        // SAFETY: `wide` implies `vnni`: the CPU has AVX-512 F, BW, VL and
+                        // VNNI (with AVX2, FMA and F16C).
+                        let v = unsafe { x8::avx512::dot_q6_k_2g::<2>(w0, w1, two) };
+                        put(t, v[0]);
+                        put(t + 1, v[1]);
+                        t += 2;
+                    }
+                    if t < acts.len() {
+                        // SAFETY: as above.
+                        let v = unsafe { x8::avx512::dot_q6_k_2g::<1>(w0, w1, &[acts[t]]) };
+                        put(t, v[0]);
+                    }
+                    g += 2;
+                    continue;
+                }
                 // Up to 16 tokens per pass (one pass over the weights for a decode step of
                 // up to 16 sequences).
                 let mut res = [[0f32; 2 * x8::ROWS]; x8::avx512::MAX_T];

@@ -513,6 +513,123 @@ pub(crate) mod avx512 {
         }
     }
 
+    /// Two adjacent packed Q6_K groups (`p0`, `p1`: `nb * 1680` bytes each, 16 rows) against
+    /// `NT` activation rows, with 512-bit vectors (lanes 0..8 group `p0`'s rows, 8..16 group
+    /// `p1`'s), each lane through the very steps of [`dot_q6_k`] (the same bits).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q6_k_2g<const NT: usize>(
+        p0: &[u8],
+        p1: &[u8],
+        a: &[ActRow; NT],
+    ) -> [[f32; 2 * ROWS]; NT] {
+        let nb = p0.len() / GB6;
+        assert!(p0.len() == nb * GB6 && p1.len() == p0.len());
+        for a in a {
+            assert!(a.d.len() == nb && a.qs.len() == nb * 256 && a.bsum.len() == nb * 16);
+        }
+        let (m4, m30) = (_mm512_set1_epi8(0xF), _mm512_set1_epi8(0x30));
+        let mut acc = [[_mm512_setzero_ps(); 8]; NT];
+        for i in 0..nb {
+            // SAFETY (all reads below): super-block `i` of each group is bytes
+            // GB6·i..GB6·(i + 1) of `p0` and `p1` (same length, checked); the activation
+            // reads stay inside super-block `i`'s 256 values and 16 sums (checked above).
+            // Prefetches never fault.
+            let (b0, b1) = (p0.as_ptr().add(GB6 * i), p1.as_ptr().add(GB6 * i));
+            // Prefetch in the order of use, as in `dot_q4_0_2g`.
+            let ahead = i + PF.div_ceil(GB6);
+            let (f0, f1) = if ahead < nb {
+                (
+                    p0.as_ptr().wrapping_add(GB6 * ahead),
+                    p1.as_ptr().wrapping_add(GB6 * ahead),
+                )
+            } else {
+                let o = 2 * p0.len() + GB6 * (ahead - nb);
+                (p0.as_ptr().wrapping_add(o), p1.as_ptr().wrapping_add(o))
+            };
+            for l in 0..GB6.div_ceil(64) {
+                _mm_prefetch::<_MM_HINT_T2>(f0.wrapping_add(64 * l) as *const i8);
+                _mm_prefetch::<_MM_HINT_T2>(f1.wrapping_add(64 * l) as *const i8);
+            }
+            // The 32 bytes at `o` of both groups.
+            let ld = |o: usize| {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(o) as *const __m256i)),
+                    _mm256_loadu_si256(b1.add(o) as *const __m256i),
+                )
+            };
+            let d = _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm_loadu_si128(b0 as *const __m128i)),
+                _mm_loadu_si128(b1 as *const __m128i),
+            ));
+            let mut isum = [_mm512_setzero_si512(); NT];
+            for h in 0..2 {
+                let mut sums = [[[_mm512_setzero_si512(); 4]; 2]; NT];
+                for half in 0..2 {
+                    for s in 4 * half..4 * half + 4 {
+                        let (ql0, ql1) =
+                            (ld(144 + 32 * (16 * h + s)), ld(144 + 32 * (16 * h + 8 + s)));
+                        let qh = ld(1168 + 32 * (8 * h + s));
+                        let v = [
+                            _mm512_or_si512(
+                                _mm512_and_si512(ql0, m4),
+                                _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m30),
+                            ),
+                            _mm512_or_si512(
+                                _mm512_and_si512(ql1, m4),
+                                _mm512_and_si512(_mm512_slli_epi16::<2>(qh), m30),
+                            ),
+                            _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql0), m4),
+                                _mm512_and_si512(qh, m30),
+                            ),
+                            _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(ql1), m4),
+                                _mm512_and_si512(_mm512_srli_epi16::<2>(qh), m30),
+                            ),
+                        ];
+                        for t in 0..NT {
+                            let y = a[t].qs.as_ptr().add(256 * i + 128 * h + 4 * s);
+                            for k in 0..4 {
+                                sums[t][half][k] = _mm512_dpbusd_epi32(
+                                    sums[t][half][k],
+                                    v[k],
+                                    bcast512(y.add(32 * k)),
+                                );
+                            }
+                        }
+                    }
+                }
+                for k in 0..8 {
+                    let g = 8 * h + k;
+                    let sv = ld(16 + 32 * (g / 4));
+                    // Byte g % 4 of each dword, sign-extended.
+                    let top =
+                        _mm512_broadcast_i64x4(within_dwords(((g as u32 % 4) << 24) | 0x0080_8080));
+                    let sc = _mm512_srai_epi32::<24>(_mm512_shuffle_epi8(sv, top));
+                    for t in 0..NT {
+                        let off =
+                            _mm512_set1_epi32(32 * *a[t].bsum.get_unchecked(16 * i + g) as i32);
+                        let tk = sums[t][k % 2][k / 2];
+                        isum[t] = _mm512_add_epi32(
+                            isum[t],
+                            _mm512_mullo_epi32(_mm512_sub_epi32(tk, off), sc),
+                        );
+                    }
+                }
+            }
+            let l = i % 8;
+            for t in 0..NT {
+                let dy = _mm512_set1_ps(*a[t].d.get_unchecked(i));
+                acc[t][l] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(isum[t]), acc[t][l]);
+            }
+        }
+        core::array::from_fn(|t| hsum8_lanes16(&acc[t]))
+    }
+
     /// The dword at `p` (unaligned) in every lane of a 512-bit vector.
     #[inline(always)]
     unsafe fn bcast512(p: *const i8) -> __m512i {
@@ -749,6 +866,40 @@ mod tests {
                             ],
                         }
                     };
+                    if kind == Kind::Q6K {
+                        // Two groups at once: the second the same rows in reverse order.
+                        let mut p2 = vec![0u8; p.len()];
+                        pack(
+                            kind,
+                            core::array::from_fn(|r| rows_bytes[ROWS - 1 - r].as_slice()),
+                            &mut p2,
+                        );
+                        let want2: Vec<[f32; ROWS]> =
+                            rows.iter().map(|a| dot_scalar(kind, &p2, a)).collect();
+                        // SAFETY: as above.
+                        let wide = unsafe {
+                            [
+                                avx512::dot_q6_k_2g::<1>(&p, &p2, &r1).to_vec(),
+                                avx512::dot_q6_k_2g::<2>(&p, &p2, &r2).to_vec(),
+                            ]
+                        };
+                        for g in &wide {
+                            for (t, g) in g.iter().enumerate() {
+                                for r in 0..2 * ROWS {
+                                    let w = if r < ROWS {
+                                        want[t][r]
+                                    } else {
+                                        want2[t][r - ROWS]
+                                    };
+                                    assert_eq!(
+                                        g[r].to_bits(),
+                                        w.to_bits(),
+                                        "Q6_K two groups nb={nb} activation row {t}, row {r}"
+                                    );
+                                }
+                            }
+                        }
+                    }
                     if kind == Kind::Q4_0 {
                         // Two groups at once: the second the same rows in reverse order.
                         let mut p2 = vec![0u8; p.len()];
