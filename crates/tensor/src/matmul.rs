@@ -872,7 +872,7 @@ fn x8_takes(t: DType, n: usize, amx: bool) -> bool {
     !amx && (matches!(t, DType::Q4_K | DType::Q5_K) || (wide && n < 256) || n < 32)
 }
 
-/// Whether packed Q4_0 and Q6_K take two groups at a time in 512-bit vectors: where AVX-512
+/// Whether packed matrices take two groups at a time in 512-bit vectors: where AVX-512
 /// runs on full-width units (the same bits either way). `DEEPSEEK_WIDE512=0|1` overrides, for
 /// comparisons on one machine.
 #[cfg(target_arch = "x86_64")]
@@ -896,7 +896,7 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
     let groups = rows / x8::ROWS;
     let threads = rayon::current_num_threads().max(1);
     #[cfg(target_arch = "x86_64")]
-    let wide = vnni && matches!(kind, x8::Kind::Q4_0 | x8::Kind::Q6K) && wide512();
+    let wide = vnni && wide512();
     #[cfg(not(target_arch = "x86_64"))]
     let wide = false;
     // Tasks of whole pairs of groups for the two-group kernels.
@@ -925,6 +925,35 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                         unsafe { *p.0.add(t * rows + x8::ROWS * g + r) = v };
                     }
                 };
+                if matches!(kind, x8::Kind::Q4K | x8::Kind::Q5K) {
+                    // Four tokens per pass, then two, then one.
+                    let mut t = 0;
+                    macro_rules! passes {
+                        ($nt:literal) => {
+                            while t + $nt <= acts.len() {
+                                let a: &[ActRow; $nt] = acts[t..t + $nt].try_into().expect("rows");
+                                // SAFETY: `wide` implies `vnni`: the CPU has AVX-512 F, BW,
+                                // VL and VNNI (with AVX2, FMA and F16C).
+                                let v = unsafe {
+                                    if kind == x8::Kind::Q5K {
+                                        x8::avx512::dot_q4_k_2g::<$nt, true>(w0, w1, a)
+                                    } else {
+                                        x8::avx512::dot_q4_k_2g::<$nt, false>(w0, w1, a)
+                                    }
+                                };
+                                for (i, v) in v.into_iter().enumerate() {
+                                    put(t + i, v);
+                                }
+                                t += $nt;
+                            }
+                        };
+                    }
+                    passes!(4);
+                    passes!(2);
+                    passes!(1);
+                    g += 2;
+                    continue;
+                }
                 if kind == x8::Kind::Q6K {
                     // Two tokens per pass, then one.
                     let mut t = 0;

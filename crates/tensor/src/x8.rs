@@ -25,6 +25,11 @@
 //! `16 + 32j`, the 128 low-bit bytes as 32 vectors at `144 + 32s`, the 64 high-bit bytes as 16
 //! at `1168 + 32s` (row `r`'s dword at `4r` of each).
 //!
+//! Where AVX-512 runs on full-width units (Intel), `dot_q4_0_2g`, `dot_q4_k_2g` and
+//! `dot_q6_k_2g` take two adjacent groups at once, one in each half of a 512-bit vector (the same per-lane steps), and
+//! `dot_q4_0_2g` takes up to 16 tokens per pass with their accumulators in memory, so that a
+//! batch streams the weights once.
+//!
 //! The arithmetic is each type's definition in the `kernels` module, row by row (Q4_K: exact
 //! integer sums per super-block, the float steps into accumulator `i % 8`, then `hsum8`;
 //! Q4_0: its two lanes per block of a group of 4), so the results are bit for bit those of
@@ -630,6 +635,169 @@ pub(crate) mod avx512 {
         core::array::from_fn(|t| hsum8_lanes16(&acc[t]))
     }
 
+    /// Two adjacent packed Q4_K groups (`p0`, `p1`: `nb * 1152` bytes each; with `FIVE`, Q5_K
+    /// groups of `nb * 1408` bytes) against `NT` activation rows, with 512-bit vectors (lanes
+    /// 0..8 group `p0`'s rows, 8..16 group `p1`'s), each lane through the very steps of
+    /// [`dot_q4_k`] (the same bits).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn dot_q4_k_2g<const NT: usize, const FIVE: bool>(
+        p0: &[u8],
+        p1: &[u8],
+        a: &[ActRow; NT],
+    ) -> [[f32; 2 * ROWS]; NT] {
+        let (gb, qs_at) = if FIVE { (GB5, 384) } else { (GB, 128) };
+        let nb = p0.len() / gb;
+        assert!(p0.len() == nb * gb && p1.len() == p0.len());
+        for a in a {
+            assert!(a.d.len() == nb && a.qs.len() == nb * 256 && a.bsum32.len() == nb * 8);
+        }
+        let (k1, k2, k3) = (
+            _mm512_set1_epi32(0x3f3f3f3f),
+            _mm512_set1_epi32(0x0f0f0f0f),
+            _mm512_set1_epi32(0x03030303),
+        );
+        let m4 = _mm512_set1_epi8(0xF);
+        let mut acc = [[_mm512_setzero_ps(); 8]; NT];
+        for i in 0..nb {
+            // SAFETY (all reads below): super-block `i` of each group is bytes gb·i..gb·(i + 1)
+            // of `p0` and `p1` (same length, checked); the activation reads stay inside
+            // super-block `i`'s 256 values and 8 sums (checked above). Prefetches never fault.
+            let (b0, b1) = (p0.as_ptr().add(gb * i), p1.as_ptr().add(gb * i));
+            // Prefetch in the order of use, as in `dot_q4_0_2g`.
+            let ahead = i + PF.div_ceil(gb);
+            let (f0, f1) = if ahead < nb {
+                (
+                    p0.as_ptr().wrapping_add(gb * ahead),
+                    p1.as_ptr().wrapping_add(gb * ahead),
+                )
+            } else {
+                let o = 2 * p0.len() + gb * (ahead - nb);
+                (p0.as_ptr().wrapping_add(o), p1.as_ptr().wrapping_add(o))
+            };
+            for l in 0..gb / 64 {
+                _mm_prefetch::<_MM_HINT_T2>(f0.wrapping_add(64 * l) as *const i8);
+                _mm_prefetch::<_MM_HINT_T2>(f1.wrapping_add(64 * l) as *const i8);
+            }
+            // The 32 bytes at `o` of both groups; the 16 f16 at `o` as f32.
+            let ld = |o: usize| {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(b0.add(o) as *const __m256i)),
+                    _mm256_loadu_si256(b1.add(o) as *const __m256i),
+                )
+            };
+            let ldh = |o: usize| {
+                _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(_mm_loadu_si128(b0.add(o) as *const __m128i)),
+                    _mm_loadu_si128(b1.add(o) as *const __m128i),
+                ))
+            };
+            let (d, dm) = (ldh(0), ldh(16));
+            let (u0, u1, u2) = (ld(32), ld(64), ld(96));
+            let sc = [
+                _mm512_and_si512(u0, k1),
+                _mm512_or_si512(
+                    _mm512_and_si512(u2, k2),
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(u0), k3)),
+                ),
+            ];
+            let mn = [
+                _mm512_and_si512(u1, k1),
+                _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(u2), k2),
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(u1), k3)),
+                ),
+            ];
+            let mut isum = [_mm512_setzero_si512(); NT];
+            for c in 0..4 {
+                let mut lo = [_mm512_setzero_si512(); NT];
+                let mut hi = [_mm512_setzero_si512(); NT];
+                let (bit0, bit1) = (
+                    _mm512_set1_epi8((1u8 << (2 * c)) as i8),
+                    _mm512_set1_epi8((2u8 << (2 * c)) as i8),
+                );
+                for s in 0..8 {
+                    let q = ld(qs_at + 32 * (8 * c + s));
+                    let mut ql = _mm512_and_si512(q, m4);
+                    let mut qh = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    if FIVE {
+                        let h = ld(128 + 32 * s);
+                        let sixteen = _mm512_set1_epi8(16);
+                        ql = _mm512_or_si512(
+                            ql,
+                            _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(h, bit0), sixteen),
+                        );
+                        qh = _mm512_or_si512(
+                            qh,
+                            _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(h, bit1), sixteen),
+                        );
+                    }
+                    for t in 0..NT {
+                        let qy = a[t].qs.as_ptr().add(256 * i);
+                        lo[t] = _mm512_dpbusd_epi32(lo[t], ql, bcast512(qy.add(64 * c + 4 * s)));
+                        hi[t] =
+                            _mm512_dpbusd_epi32(hi[t], qh, bcast512(qy.add(64 * c + 32 + 4 * s)));
+                    }
+                }
+                let v = sc[c / 2];
+                let k = 2 * (c as u32 % 2);
+                let (s0, s1) = (
+                    _mm512_shuffle_epi8(v, _mm512_broadcast_i64x4(within_dwords(0x8080_8000 | k))),
+                    _mm512_shuffle_epi8(
+                        v,
+                        _mm512_broadcast_i64x4(within_dwords(0x8080_8000 | (k + 1))),
+                    ),
+                );
+                for t in 0..NT {
+                    isum[t] = _mm512_add_epi32(
+                        isum[t],
+                        _mm512_add_epi32(
+                            _mm512_mullo_epi32(lo[t], s0),
+                            _mm512_mullo_epi32(hi[t], s1),
+                        ),
+                    );
+                }
+            }
+            // Each dword's bytes 2p, 2p + 1 as two 16-bit lanes.
+            let pair = |v: __m512i, p: u32| {
+                _mm512_shuffle_epi8(
+                    v,
+                    _mm512_broadcast_i64x4(within_dwords(
+                        0x8000_8000 | ((2 * p + 1) << 16) | (2 * p),
+                    )),
+                )
+            };
+            let m = [
+                pair(mn[0], 0),
+                pair(mn[0], 1),
+                pair(mn[1], 0),
+                pair(mn[1], 1),
+            ];
+            let l = i % 8;
+            for t in 0..NT {
+                let bs = a[t].bsum32.as_ptr().add(8 * i) as *const i8;
+                let imin = _mm512_add_epi32(
+                    _mm512_add_epi32(
+                        _mm512_madd_epi16(m[0], bcast512(bs)),
+                        _mm512_madd_epi16(m[1], bcast512(bs.add(4))),
+                    ),
+                    _mm512_add_epi32(
+                        _mm512_madd_epi16(m[2], bcast512(bs.add(8))),
+                        _mm512_madd_epi16(m[3], bcast512(bs.add(12))),
+                    ),
+                );
+                let dy = _mm512_set1_ps(*a[t].d.get_unchecked(i));
+                acc[t][l] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(isum[t]), acc[t][l]);
+                acc[t][l] =
+                    _mm512_fnmadd_ps(_mm512_mul_ps(dm, dy), _mm512_cvtepi32_ps(imin), acc[t][l]);
+            }
+        }
+        core::array::from_fn(|t| hsum8_lanes16(&acc[t]))
+    }
+
     /// The dword at `p` (unaligned) in every lane of a 512-bit vector.
     #[inline(always)]
     unsafe fn bcast512(p: *const i8) -> __m512i {
@@ -866,6 +1034,49 @@ mod tests {
                             ],
                         }
                     };
+                    if matches!(kind, Kind::Q4K | Kind::Q5K) {
+                        // Two groups at once: the second the same rows in reverse order.
+                        let mut p2 = vec![0u8; p.len()];
+                        pack(
+                            kind,
+                            core::array::from_fn(|r| rows_bytes[ROWS - 1 - r].as_slice()),
+                            &mut p2,
+                        );
+                        let want2: Vec<[f32; ROWS]> =
+                            rows.iter().map(|a| dot_scalar(kind, &p2, a)).collect();
+                        // SAFETY: as above.
+                        let wide = unsafe {
+                            if kind == Kind::Q5K {
+                                [
+                                    avx512::dot_q4_k_2g::<1, true>(&p, &p2, &r1).to_vec(),
+                                    avx512::dot_q4_k_2g::<2, true>(&p, &p2, &r2).to_vec(),
+                                    avx512::dot_q4_k_2g::<4, true>(&p, &p2, &rows).to_vec(),
+                                ]
+                            } else {
+                                [
+                                    avx512::dot_q4_k_2g::<1, false>(&p, &p2, &r1).to_vec(),
+                                    avx512::dot_q4_k_2g::<2, false>(&p, &p2, &r2).to_vec(),
+                                    avx512::dot_q4_k_2g::<4, false>(&p, &p2, &rows).to_vec(),
+                                ]
+                            }
+                        };
+                        for g in &wide {
+                            for (t, g) in g.iter().enumerate() {
+                                for r in 0..2 * ROWS {
+                                    let w = if r < ROWS {
+                                        want[t][r]
+                                    } else {
+                                        want2[t][r - ROWS]
+                                    };
+                                    assert_eq!(
+                                        g[r].to_bits(),
+                                        w.to_bits(),
+                                        "{kind:?} two groups nb={nb} activation row {t}, row {r}"
+                                    );
+                                }
+                            }
+                        }
+                    }
                     if kind == Kind::Q6K {
                         // Two groups at once: the second the same rows in reverse order.
                         let mut p2 = vec![0u8; p.len()];
