@@ -950,7 +950,17 @@ fn run_x8(w: &MatRef, acts: &[ActRow], out: &mut [f32], vnni: bool) {
                     }
                     passes!(4);
                     passes!(2);
-                    passes!(1);
+                    if t < acts.len() {
+                        // SAFETY: as above.
+                        let v = unsafe {
+                            if kind == x8::Kind::Q5K {
+                                x8::avx512::dot_q4_k_2g::<1, true>(w0, w1, &[acts[t]])
+                            } else {
+                                x8::avx512::dot_q4_k_2g::<1, false>(w0, w1, &[acts[t]])
+                            }
+                        };
+                        put(t, v[0]);
+                    }
                     g += 2;
                     continue;
                 }
