@@ -116,8 +116,9 @@ fn simd_matches_scalar_bit_exact() {
 
 /// Q4_0, Q4_K, Q5_K and Q6_K rows packed in groups of 8 (`pack_x8`) give the bits of the scalar
 /// definition on the unpacked rows on every path: the packed kernels (one, two and, for Q4_K,
-/// four tokens per pass; Q4_K at every batch size, Q4_0 and Q6_K below 32 tokens) and the tile
-/// and AMX paths on rebuilt rows (35 tokens); quantised and random weights, 1 to 11
+/// four tokens per pass; Q4_K at every batch size, Q4_0 and Q6_K below 32 tokens, Q4_0 below 256
+/// where AVX-512 runs full width, two groups at a time there) and the tile and AMX paths on
+/// rebuilt rows (35 and 260 tokens); quantised and random weights, 1 to 11
 /// super-blocks (Q4_0: 8 to 88 blocks); rows rebuild and dequantise exactly; other types,
 /// row counts and packing twice are refused.
 #[test]
@@ -149,7 +150,7 @@ fn packed_matches_scalar_bit_exact() {
                     dequantize_row(&p, r, &mut d1).unwrap();
                     assert_eq!(d0, d1);
                 }
-                for n in [1, 2, 5, 15, 16, 35] {
+                for n in [1, 2, 5, 15, 16, 35, 260] {
                     let x = rng.vec(n * cols);
                     let mut want = vec![0f32; n * rows];
                     matmul_scalar(&w, &x, n, &mut want).unwrap();
