@@ -1034,115 +1034,54 @@ mod tests {
                             ],
                         }
                     };
-                    if matches!(kind, Kind::Q4K | Kind::Q5K) {
-                        // Two groups at once: the second the same rows in reverse order.
-                        let mut p2 = vec![0u8; p.len()];
-                        pack(
-                            kind,
-                            core::array::from_fn(|r| rows_bytes[ROWS - 1 - r].as_slice()),
-                            &mut p2,
-                        );
-                        let want2: Vec<[f32; ROWS]> =
-                            rows.iter().map(|a| dot_scalar(kind, &p2, a)).collect();
-                        // SAFETY: as above.
-                        let wide = unsafe {
-                            if kind == Kind::Q5K {
-                                [
-                                    avx512::dot_q4_k_2g::<1, true>(&p, &p2, &r1).to_vec(),
-                                    avx512::dot_q4_k_2g::<2, true>(&p, &p2, &r2).to_vec(),
-                                    avx512::dot_q4_k_2g::<4, true>(&p, &p2, &rows).to_vec(),
-                                ]
-                            } else {
-                                [
-                                    avx512::dot_q4_k_2g::<1, false>(&p, &p2, &r1).to_vec(),
-                                    avx512::dot_q4_k_2g::<2, false>(&p, &p2, &r2).to_vec(),
-                                    avx512::dot_q4_k_2g::<4, false>(&p, &p2, &rows).to_vec(),
-                                ]
-                            }
-                        };
-                        for g in &wide {
-                            for (t, g) in g.iter().enumerate() {
-                                for r in 0..2 * ROWS {
-                                    let w = if r < ROWS {
-                                        want[t][r]
-                                    } else {
-                                        want2[t][r - ROWS]
-                                    };
-                                    assert_eq!(
-                                        g[r].to_bits(),
-                                        w.to_bits(),
-                                        "{kind:?} two groups nb={nb} activation row {t}, row {r}"
-                                    );
-                                }
-                            }
-                        }
-                    }
-                    if kind == Kind::Q6K {
-                        // Two groups at once: the second the same rows in reverse order.
-                        let mut p2 = vec![0u8; p.len()];
-                        pack(
-                            kind,
-                            core::array::from_fn(|r| rows_bytes[ROWS - 1 - r].as_slice()),
-                            &mut p2,
-                        );
-                        let want2: Vec<[f32; ROWS]> =
-                            rows.iter().map(|a| dot_scalar(kind, &p2, a)).collect();
-                        // SAFETY: as above.
-                        let wide = unsafe {
-                            [
+                    // Two groups at once: the second the same rows in reverse order.
+                    let mut p2 = vec![0u8; p.len()];
+                    pack(
+                        kind,
+                        core::array::from_fn(|r| rows_bytes[ROWS - 1 - r].as_slice()),
+                        &mut p2,
+                    );
+                    let want2: Vec<[f32; ROWS]> =
+                        rows.iter().map(|a| dot_scalar(kind, &p2, a)).collect();
+                    // SAFETY: as above.
+                    let wide: Vec<Vec<[f32; 2 * ROWS]>> = unsafe {
+                        match kind {
+                            Kind::Q4K => vec![
+                                avx512::dot_q4_k_2g::<1, false>(&p, &p2, &r1).to_vec(),
+                                avx512::dot_q4_k_2g::<2, false>(&p, &p2, &r2).to_vec(),
+                                avx512::dot_q4_k_2g::<4, false>(&p, &p2, &rows).to_vec(),
+                            ],
+                            Kind::Q5K => vec![
+                                avx512::dot_q4_k_2g::<1, true>(&p, &p2, &r1).to_vec(),
+                                avx512::dot_q4_k_2g::<2, true>(&p, &p2, &r2).to_vec(),
+                                avx512::dot_q4_k_2g::<4, true>(&p, &p2, &rows).to_vec(),
+                            ],
+                            Kind::Q6K => vec![
                                 avx512::dot_q6_k_2g::<1>(&p, &p2, &r1).to_vec(),
                                 avx512::dot_q6_k_2g::<2>(&p, &p2, &r2).to_vec(),
-                            ]
-                        };
-                        for g in &wide {
-                            for (t, g) in g.iter().enumerate() {
-                                for r in 0..2 * ROWS {
-                                    let w = if r < ROWS {
-                                        want[t][r]
-                                    } else {
-                                        want2[t][r - ROWS]
-                                    };
-                                    assert_eq!(
-                                        g[r].to_bits(),
-                                        w.to_bits(),
-                                        "Q6_K two groups nb={nb} activation row {t}, row {r}"
-                                    );
-                                }
-                            }
+                            ],
+                            Kind::Q4_0 => (1..=4)
+                                .map(|n| {
+                                    let mut out = vec![[0f32; 2 * ROWS]; n];
+                                    avx512::dot_q4_0_2g(&p, &p2, &rows[..n], &mut out);
+                                    out
+                                })
+                                .collect(),
                         }
-                    }
-                    if kind == Kind::Q4_0 {
-                        // Two groups at once: the second the same rows in reverse order.
-                        let mut p2 = vec![0u8; p.len()];
-                        pack(
-                            kind,
-                            core::array::from_fn(|r| rows_bytes[ROWS - 1 - r].as_slice()),
-                            &mut p2,
-                        );
-                        let want2: Vec<[f32; ROWS]> =
-                            rows.iter().map(|a| dot_scalar(kind, &p2, a)).collect();
-                        let wide: Vec<Vec<[f32; 2 * ROWS]>> = (1..=4)
-                            .map(|n| {
-                                let mut out = vec![[0f32; 2 * ROWS]; n];
-                                // SAFETY: as above.
-                                unsafe { avx512::dot_q4_0_2g(&p, &p2, &rows[..n], &mut out) };
-                                out
-                            })
-                            .collect();
-                        for g in &wide {
-                            for (t, g) in g.iter().enumerate() {
-                                for r in 0..2 * ROWS {
-                                    let w = if r < ROWS {
-                                        want[t][r]
-                                    } else {
-                                        want2[t][r - ROWS]
-                                    };
-                                    assert_eq!(
-                                        g[r].to_bits(),
-                                        w.to_bits(),
-                                        "Q4_0 two groups nb={nb} activation row {t}, row {r}"
-                                    );
-                                }
+                    };
+                    for g in &wide {
+                        for (t, g) in g.iter().enumerate() {
+                            for r in 0..2 * ROWS {
+                                let w = if r < ROWS {
+                                    want[t][r]
+                                } else {
+                                    want2[t][r - ROWS]
+                                };
+                                assert_eq!(
+                                    g[r].to_bits(),
+                                    w.to_bits(),
+                                    "{kind:?} two groups nb={nb} activation row {t}, row {r}"
+                                );
                             }
                         }
                     }
